@@ -1,0 +1,151 @@
+"""Typed job configuration (pydantic), with YAML in and out.
+
+The CLI builds a :class:`JobConfig` from flags and/or ``--config FILE``; the
+same object, serialised to JSON, travels to a cluster job, so ``run`` and
+``submit`` execute one code path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ObjectPrompt(BaseModel):
+    """A first-frame prompt for one object: a click, a box, or both."""
+
+    obj_id: int = 1
+    point: list[float] | None = None  # x, y in pixels
+    box: list[float] | None = None  # x0, y0, x1, y1 in pixels
+    frame_idx: int = 0
+
+
+class VideoTask(BaseModel):
+    """One video to label: where it is and what (if anything) the user said about it."""
+
+    video_id: str
+    uri: str
+    kind: Literal["file", "frames"] = "file"
+    objects: list[ObjectPrompt] = Field(default_factory=list)
+    text: str | None = None
+    prompt_source: Literal["user", "auto"] | None = None
+    # Filled by the auto-prompt stages.
+    caption: str | None = None
+    objectness: float | None = None
+    caption_backend: str | None = None
+    caption_model: str | None = None
+    # Set when an earlier stage failed on this video: an errors/ row, passed through.
+    error: dict | None = None
+
+
+class StageResources(BaseModel):
+    """Resources of one Ray stage: per-actor GPUs (fractional allowed), pool size, batch size."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    min_actors: int = 1
+    max_actors: int = 1
+    batch_size: int = 1
+
+
+def _default_resources() -> dict[str, StageResources]:
+    return {
+        "propose": StageResources(num_gpus=0.0, num_cpus=1),
+        "caption": StageResources(num_gpus=0.0, num_cpus=1),
+        "track": StageResources(num_gpus=0.0, num_cpus=1),
+        "write": StageResources(num_gpus=0.0, num_cpus=0.25),
+    }
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    sam2_config: str = "sam2.1_hiera_t"
+    sam2_checkpoint: str | None = None
+    random_weights: bool = False
+    image_size: int = 1024
+    device: str = "auto"
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v < 64 or v % 16:
+            raise ValueError("image_size must be a multiple of 16 and at least 64")
+        return v
+
+
+class PruningConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keep_ratio: float = 1.0
+    router_weights: str | None = None
+    semantic: Literal["clip", "paper", "none"] = "clip"
+    uncertainty: Literal["closed_form", "mc", "none"] = "closed_form"
+    mc_samples: int = 5
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: str | None = "openai"
+
+    @field_validator("keep_ratio")
+    @classmethod
+    def _in_unit_interval(cls, v: float) -> float:
+        if not 0.0 < v <= 1.0:
+            raise ValueError("keep_ratio must be in (0, 1]")
+        return v
+
+
+class PromptConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["auto", "user"] = "auto"
+    point: list[float] | None = None
+    box: list[float] | None = None
+    text: str | None = None
+    detector_weights: str | None = None
+    max_search_frames: int = 5
+    min_objectness: float = 0.0
+    caption_backend: Literal["vllm", "openai", "transformers", "none"] = "transformers"
+    caption_model: str = "llava-hf/llava-1.5-7b-hf"
+    caption_endpoint: str | None = None
+
+
+class JobConfig(BaseModel):
+    """Everything one run needs; YAML keys mirror the fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[str]
+    output: str
+    storage_options: dict = Field(default_factory=dict)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pruning: PruningConfig = Field(default_factory=PruningConfig)
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
+    resources: dict[str, StageResources] = Field(default_factory=_default_resources)
+    max_frames: int | None = None
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # Test-only fault injection: kill the tracking actor's process once, at this frame.
+    fault_kill_at_frame: int | None = None
+
+    def resource(self, stage: str) -> StageResources:
+        return self.resources.get(stage) or _default_resources().get(stage, StageResources())
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "JobConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls.model_validate(deep_merge(data, overrides))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Merge ``over`` into ``base`` recursively (``over`` wins; None values are ignored)."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,137 @@
+"""Label one video end to end, without Ray: read, validate prompts, track, encode, measure.
+
+:func:`label_video` is what the tracking actor calls per video; tests call it
+directly. It returns the rows of every output table for that video, so writing
+(and retrying the write) is a separate step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+
+from fastsam2 import rle
+from fastsam2.config import JobConfig, VideoTask
+from fastsam2.schema import COMPONENTS
+from fastsam2.sources import FrameReader
+from fastsam2.tracking.streaming import StreamingTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoResult:
+    """Rows for masks/, frames/ and videos/ (or errors/) of one video."""
+
+    video_id: str
+    masks: list[dict] = field(default_factory=list)
+    frames: list[dict] = field(default_factory=list)
+    video: dict | None = None
+    error: dict | None = None
+
+
+def error_row(task: VideoTask, stage: str, exc: BaseException, run_id: str) -> dict:
+    return {
+        "video_id": task.video_id,
+        "uri": task.uri,
+        "stage": stage,
+        "error_type": type(exc).__name__,
+        "message": str(exc) or repr(exc),
+        "run_id": run_id,
+        "failed_at": dt.datetime.now(dt.timezone.utc),
+    }
+
+
+def _median(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(statistics.median(vals)) if vals else None
+
+
+def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, progress=None) -> VideoResult:
+    """Track every prompted object of ``task`` through the video and collect its rows."""
+    reader = FrameReader(task, cfg.storage_options, max_frames=cfg.max_frames)
+    info = reader.info
+    result = VideoResult(task.video_id)
+    predictor = tracker.predictor
+    peak_bank = 0
+    bank_per_frame: list[float] = []
+    for fr in tracker.track(iter(reader), info.num_frames, info.height, info.width, task.objects, task.text):
+        for obj_id, mask, score in zip(fr.obj_ids, fr.masks, fr.scores):
+            counts, area, bbox = rle.encode(mask)
+            result.masks.append(
+                {
+                    "video_id": task.video_id,
+                    "obj_id": int(obj_id),
+                    "frame_idx": fr.frame_idx,
+                    "height": info.height,
+                    "width": info.width,
+                    "rle": counts,
+                    "area": area,
+                    "bbox": bbox,
+                    "score": float(score) if area else 0.0,
+                }
+            )
+        row = {
+            "video_id": task.video_id,
+            "frame_idx": fr.frame_idx,
+            "ms_total": fr.ms_total,
+            "tokens_kept": fr.stats.get("tokens_kept"),
+            "tokens_total": fr.stats.get("tokens_total"),
+            "memory_bank_bytes": fr.memory_bank_bytes,
+            "memory_bytes": fr.memory_bytes,
+        }
+        for c in COMPONENTS:
+            row[f"ms_{c}"] = fr.stats.get(f"ms_{c}")
+        result.frames.append(row)
+        peak_bank = max(peak_bank, fr.memory_bank_bytes)
+        bank_per_frame.append(fr.frame_bank_bytes)
+        if progress is not None:
+            progress(fr.frame_idx + 1, info.num_frames)
+
+    frames = result.frames
+    # Frame 0 carries model warm-up and prompt encoding; steady-state speed is what matters.
+    steady = frames[1:] or frames
+    ms_per_frame = _median([f["ms_total"] for f in steady])
+    kept = [f["tokens_kept"] / f["tokens_total"] for f in steady if f["tokens_kept"] and f["tokens_total"]]
+    first = task.objects[0] if task.objects else None
+    result.video = {
+        "video_id": task.video_id,
+        "uri": task.uri,
+        "status": "ok",
+        "num_frames": info.num_frames,
+        "height": info.height,
+        "width": info.width,
+        "num_objects": len(task.objects),
+        "prompt_source": task.prompt_source or "user",
+        "point": first.point if first else None,
+        "box": first.box if first else None,
+        "prompt_frame_idx": first.frame_idx if first else None,
+        "text": task.text,
+        "caption": task.caption,
+        "objectness": task.objectness,
+        "caption_backend": task.caption_backend,
+        "caption_model": task.caption_model,
+        "model": getattr(predictor, "config_name", None),
+        "checkpoint": None if cfg.model.random_weights else (cfg.model.sam2_checkpoint or "official"),
+        "random_weights": bool(getattr(predictor, "random_weights", cfg.model.random_weights)),
+        "keep_ratio": cfg.pruning.keep_ratio,
+        "image_size": cfg.model.image_size,
+        "device": str(predictor.device),
+        "fps": 1000.0 / ms_per_frame if ms_per_frame else None,
+        "ms_per_frame": ms_per_frame,
+        "peak_memory_bytes": max((f["memory_bytes"] for f in frames), default=None),
+        "memory_bank_bytes": peak_bank,
+        "memory_bank_bytes_per_frame": _median(bank_per_frame[1:] or bank_per_frame),
+        "tokens_kept": sum(kept) / len(kept) if kept else (1.0 if cfg.pruning.keep_ratio >= 1.0 else None),
+        "run_id": cfg.run_id,
+        "finished_at": dt.datetime.now(dt.timezone.utc),
+    }
+    for c in COMPONENTS:
+        result.video[f"ms_{c}"] = _median([f[f"ms_{c}"] for f in steady])
+    if torch.cuda.is_available() and predictor.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result

@@ -1,0 +1,271 @@
+"""Inputs -> one task per video, and streaming frame readers.
+
+An INPUT can be a video file, a folder of frames, a folder/prefix holding many
+videos (files or frame subfolders, DAVIS ``JPEGImages/480p/<seq>/`` included), a
+glob, or a manifest (.csv, .jsonl, .parquet with a ``uri`` column and optional
+``video_id``, ``obj_id``, ``point``, ``box``, ``text`` columns). Local paths and
+``s3://`` URIs alike.
+
+Frames are decoded one at a time: a reader never holds a whole video.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from fastsam2.config import ObjectPrompt, VideoTask
+from fastsam2.storage import filesystem_for, is_remote, strip_protocol
+
+VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+FRAME_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MANIFEST_EXTS = (".csv", ".jsonl", ".parquet")
+
+
+class InputError(ValueError):
+    """An INPUT that names nothing we can read."""
+
+
+def video_id_for(uri: str) -> str:
+    """A stable, filename-safe id: the file stem or the folder name."""
+    name = os.path.basename(uri.rstrip("/"))
+    stem, ext = os.path.splitext(name)
+    if ext.lower() in VIDEO_EXTS:
+        name = stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "video"
+
+
+def _with_protocol(uri: str, path: str) -> str:
+    return f"{uri.split('://', 1)[0]}://{path}" if is_remote(uri) else path
+
+
+def _frames_in(fs, path: str) -> list[str]:
+    try:
+        names = fs.ls(path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if n.lower().endswith(FRAME_EXTS))
+
+
+def _tasks_in_folder(fs, uri: str) -> list[VideoTask]:
+    """A folder is one video (it holds frames) or many (video files / frame subfolders)."""
+    path = strip_protocol(uri).rstrip("/")
+    # DAVIS layout: ROOT/JPEGImages/480p/<seq>/
+    for sub in ("JPEGImages/480p", "JPEGImages/Full-Resolution", "JPEGImages"):
+        if fs.isdir(f"{path}/{sub}") and not _frames_in(fs, f"{path}/{sub}"):
+            return _tasks_in_folder(fs, _with_protocol(uri, f"{path}/{sub}"))
+    if _frames_in(fs, path):
+        return [VideoTask(video_id=video_id_for(path), uri=_with_protocol(uri, path), kind="frames")]
+    tasks: list[VideoTask] = []
+    for entry in sorted(fs.ls(path, detail=True), key=lambda e: e["name"]):
+        name = entry["name"].rstrip("/")
+        if entry["type"] == "directory":
+            if _frames_in(fs, name):
+                tasks.append(VideoTask(video_id=video_id_for(name), uri=_with_protocol(uri, name), kind="frames"))
+        elif name.lower().endswith(VIDEO_EXTS):
+            tasks.append(VideoTask(video_id=video_id_for(name), uri=_with_protocol(uri, name), kind="file"))
+    return tasks
+
+
+def _parse_xy(value: Any, n: int, what: str) -> list[float] | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return None
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+    out = [float(v) for v in value]
+    if len(out) != n:
+        raise InputError(f"{what} needs {n} numbers, got {value!r}")
+    return out
+
+
+def _read_manifest(uri: str, storage_options: dict | None) -> list[VideoTask]:
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    fs = filesystem_for(uri, storage_options)
+    path = strip_protocol(uri)
+    with fs.open(path, "rb") as f:
+        if path.endswith(".csv"):
+            table = pcsv.read_csv(f)
+        elif path.endswith(".jsonl"):
+            table = pjson.read_json(f)
+        else:
+            table = pq.read_table(f)
+    if "uri" not in table.column_names:
+        raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
+    base = os.path.dirname(uri)
+    grouped: dict[str, VideoTask] = {}
+    for i, row in enumerate(table.to_pylist()):
+        video_uri = str(row["uri"])
+        if not is_remote(video_uri) and not os.path.isabs(video_uri):
+            video_uri = f"{base}/{video_uri}" if is_remote(base) else os.path.join(base, video_uri)
+        kind = "file" if video_uri.lower().endswith(VIDEO_EXTS) else "frames"
+        vid = str(row.get("video_id") or video_id_for(video_uri))
+        task = grouped.setdefault(video_uri, VideoTask(video_id=vid, uri=video_uri, kind=kind))
+        point = _parse_xy(row.get("point"), 2, f"manifest row {i} point")
+        box = _parse_xy(row.get("box"), 4, f"manifest row {i} box")
+        if row.get("text"):
+            task.text = str(row["text"])
+        if point or box:
+            obj_id = int(row.get("obj_id") or len(task.objects) + 1)
+            task.objects.append(ObjectPrompt(obj_id=obj_id, point=point, box=box))
+    return list(grouped.values())
+
+
+def discover(inputs: list[str], storage_options: dict | None = None) -> list[VideoTask]:
+    """Expand every INPUT into video tasks (deduplicated by URI, in input order).
+
+    An INPUT that names nothing raises :class:`InputError`; a video that exists
+    but cannot be decoded is found later, per video, and becomes an error row.
+    """
+    tasks: list[VideoTask] = []
+    for uri in inputs:
+        fs = filesystem_for(uri, storage_options)
+        path = strip_protocol(uri)
+        if any(ch in path for ch in "*?["):
+            matches = sorted(fs.glob(path)) if is_remote(uri) else sorted(globmod.glob(path))
+            if not matches:
+                raise InputError(f"glob {uri} matches nothing")
+            for m in matches:
+                m_uri = _with_protocol(uri, m)
+                if fs.isdir(m):
+                    tasks.extend(_tasks_in_folder(fs, m_uri))
+                elif m.lower().endswith(VIDEO_EXTS):
+                    tasks.append(VideoTask(video_id=video_id_for(m), uri=m_uri, kind="file"))
+            continue
+        if path.lower().endswith(MANIFEST_EXTS):
+            if not fs.exists(path):
+                raise InputError(f"manifest not found: {uri}")
+            tasks.extend(_read_manifest(uri, storage_options))
+        elif fs.isdir(path):
+            found = _tasks_in_folder(fs, uri)
+            if not found:
+                raise InputError(f"no videos or frames found in {uri}")
+            tasks.extend(found)
+        else:
+            # A single video file. A missing one is reported per video, not fatal:
+            # a dataset run should not die for one bad entry.
+            tasks.append(VideoTask(video_id=video_id_for(path), uri=uri, kind="file"))
+    seen: set[str] = set()
+    unique: list[VideoTask] = []
+    ids: dict[str, int] = {}
+    for t in tasks:
+        if t.uri in seen:
+            continue
+        seen.add(t.uri)
+        if t.video_id in ids:  # same name in two folders: keep ids unique
+            ids[t.video_id] += 1
+            t.video_id = f"{t.video_id}-{ids[t.video_id]}"
+        else:
+            ids[t.video_id] = 0
+        unique.append(t)
+    return unique
+
+
+# --------------------------------------------------------------------------- readers
+
+
+@dataclass
+class VideoInfo:
+    num_frames: int
+    height: int
+    width: int
+
+
+class VideoReadError(RuntimeError):
+    """The video exists but cannot be decoded (corrupt, empty, unsupported)."""
+
+
+class FrameReader:
+    """Streams RGB uint8 frames (H x W x 3) of one video, in order."""
+
+    def __init__(self, task: VideoTask, storage_options: dict | None = None, max_frames: int | None = None):
+        self.task = task
+        self.storage_options = storage_options
+        self.max_frames = max_frames
+        self.fs = filesystem_for(task.uri, storage_options)
+        self.info = self._probe()
+        if self.info.num_frames == 0:
+            raise VideoReadError(f"{task.uri} has no frames")
+
+    # -- frame folders
+    def _frame_paths(self) -> list[str]:
+        paths = _frames_in(self.fs, strip_protocol(self.task.uri))
+        return paths[: self.max_frames] if self.max_frames else paths
+
+    def _read_image(self, path: str) -> np.ndarray:
+        from PIL import Image
+
+        with self.fs.open(path, "rb") as f:
+            return np.asarray(Image.open(f).convert("RGB"))
+
+    # -- video files
+    def _open_container(self):
+        import av
+
+        path = strip_protocol(self.task.uri)
+        if not self.fs.exists(path):
+            raise FileNotFoundError(f"video not found: {self.task.uri}")
+        handle = self.fs.open(path, "rb")
+        try:
+            return av.open(handle), handle
+        except Exception as exc:  # noqa: BLE001 - PyAV raises many types for bad data
+            handle.close()
+            raise VideoReadError(f"cannot decode {self.task.uri}: {exc}") from exc
+
+    def _probe(self) -> VideoInfo:
+        if self.task.kind == "frames":
+            paths = self._frame_paths()
+            if not paths:
+                return VideoInfo(0, 0, 0)
+            h, w = self._read_image(paths[0]).shape[:2]
+            return VideoInfo(len(paths), h, w)
+        container, handle = self._open_container()
+        try:
+            if not container.streams.video:
+                raise VideoReadError(f"{self.task.uri} has no video stream")
+            stream = container.streams.video[0]
+            n = stream.frames
+            if not n:  # not in the header: count packets (no decoding)
+                n = sum(1 for p in container.demux(stream) if p.size)
+            h, w = stream.codec_context.height, stream.codec_context.width
+        finally:
+            container.close()
+            handle.close()
+        if self.max_frames:
+            n = min(n, self.max_frames)
+        return VideoInfo(int(n), int(h), int(w))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        n = self.info.num_frames
+        if self.task.kind == "frames":
+            for path in self._frame_paths()[:n]:
+                yield self._read_image(path)
+            return
+        container, handle = self._open_container()
+        try:
+            count = 0
+            for frame in container.decode(video=0):
+                if count >= n:
+                    break
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+            if count < n:
+                raise VideoReadError(f"{self.task.uri}: expected {n} frames, decoded {count}")
+        except VideoReadError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise VideoReadError(f"decoding {self.task.uri} failed: {exc}") from exc
+        finally:
+            container.close()
+            handle.close()
+
+    def first_frame(self) -> np.ndarray:
+        return next(iter(self))

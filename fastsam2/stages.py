@@ -1,0 +1,109 @@
+"""Ray Data stages: thin callable classes around the library, one per pipeline step.
+
+Each stage loads its model once (in ``__init__``, i.e. once per actor) and then
+handles one batch of videos per call. Rows travel as ``{"video_id", "task"}``
+where ``task`` is a :class:`~fastsam2.config.VideoTask` as JSON, so no Arrow type
+inference is involved. A failure on one video becomes an error row for that
+video and never stops the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+
+import numpy as np
+
+from fastsam2.config import JobConfig, VideoTask
+from fastsam2.labeling import error_row, label_video
+from fastsam2.output import from_ipc, to_ipc, write_video
+from fastsam2.schema import table_from_rows
+
+log = logging.getLogger(__name__)
+
+
+def _tasks(batch: dict) -> list[VideoTask]:
+    return [VideoTask.model_validate_json(str(t)) for t in batch["task"]]
+
+
+def _set_threads(cfg: JobConfig, stage: str) -> None:
+    """Use the CPUs this actor was given (Ray pins OMP threads to ``num_cpus``)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cfg.resource(stage).num_cpus)))
+
+
+class TrackStage:
+    """SAM2 video actor: holds the model, tracks one video at a time with its own memory bank."""
+
+    def __init__(self, config_json: str):
+        from fastsam2.tracking.factory import build_tracker
+
+        self.cfg = JobConfig.model_validate_json(config_json)
+        _set_threads(self.cfg, "track")
+        self.tracker = build_tracker(self.cfg)
+
+    def _maybe_inject_fault(self, task: VideoTask) -> None:
+        """Test-only: kill this actor's process once (a marker file makes it once per run)."""
+        marker = os.environ.get("FASTSAM2_FAULT_MARKER")
+        if self.cfg.fault_kill_at_frame is None or not marker or os.path.exists(marker):
+            return
+        with open(marker, "w") as f:
+            f.write(task.video_id)
+        log.error("fault injection: killing tracking actor on %s", task.video_id)
+        os._exit(1)
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = {"video_id": [], "status": [], "payload": []}
+        for task in _tasks(batch):
+            try:
+                if task.error is not None:  # failed in an earlier stage: pass it through
+                    raise _Upstream(task.error)
+                self._maybe_inject_fault(task)
+                res = label_video(task, self.tracker, self.cfg)
+                tables = {
+                    "masks": table_from_rows("masks", res.masks),
+                    "frames": table_from_rows("frames", res.frames),
+                    "videos": table_from_rows("videos", [res.video]),
+                }
+                status = "ok"
+            except _Upstream as up:
+                row = {**up.row, "failed_at": dt.datetime.now(dt.timezone.utc)}
+                tables, status = {"errors": table_from_rows("errors", [row])}, "error"
+            except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
+                log.warning("video %s failed: %s: %s", task.video_id, type(exc).__name__, exc)
+                tables = {"errors": table_from_rows("errors", [error_row(task, "track", exc, self.cfg.run_id)])}
+                status = "error"
+            out["video_id"].append(task.video_id)
+            out["status"].append(status)
+            out["payload"].append({name: to_ipc(t) for name, t in tables.items()})
+        return {k: np.array(v, dtype=object) for k, v in out.items()}
+
+
+class _Upstream(Exception):
+    def __init__(self, row: dict):
+        super().__init__(row.get("message"))
+        self.row = row
+
+
+class WriteStage:
+    """Writes each video's tables under the output root (atomic, retried on I/O errors)."""
+
+    def __init__(self, config_json: str):
+        self.cfg = JobConfig.model_validate_json(config_json)
+
+    def __call__(self, batch: dict) -> dict:
+        summary: dict[str, list] = {"video_id": [], "status": [], "num_masks": [], "message": []}
+        for video_id, status, payload in zip(batch["video_id"], batch["status"], batch["payload"]):
+            tables = {name: from_ipc(data) for name, data in payload.items()}
+            write_video(self.cfg.output, str(video_id), tables, self.cfg.storage_options)
+            message = ""
+            if "errors" in tables:
+                err = tables["errors"].to_pylist()[0]
+                message = f"[{err['stage']}] {err['error_type']}: {err['message']}"
+            summary["video_id"].append(str(video_id))
+            summary["status"].append(str(status))
+            summary["num_masks"].append(tables["masks"].num_rows if "masks" in tables else 0)
+            summary["message"].append(message)
+        return {k: np.array(v) for k, v in summary.items()}

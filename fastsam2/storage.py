@@ -1,0 +1,136 @@
+"""Object storage: a filesystem from a URI, atomic Parquet writes, which videos are done.
+
+Local paths and ``s3://`` URIs go through fsspec. For S3 the standard AWS
+variables are honoured (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``) and ``storage_options``
+(the ``--storage-options`` JSON) are passed to ``s3fs.S3FileSystem``.
+
+Atomicity: a local file is written to a temp name and renamed; an S3 object
+appears only when its upload completes. Either way a reader never sees half a
+file, so a crash mid-run leaves only whole per-video files behind.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+import uuid
+from typing import Any, Callable, TypeVar
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def strip_protocol(uri: str) -> str:
+    return uri.split("://", 1)[1] if "://" in uri else uri
+
+
+def filesystem_for(uri: str, storage_options: dict[str, Any] | None = None) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem that serves ``uri``."""
+    opts = dict(storage_options or {})
+    if uri.startswith("s3://"):
+        import s3fs
+
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        if endpoint and "endpoint_url" not in opts and "client_kwargs" not in opts:
+            opts["endpoint_url"] = endpoint
+        # Fresh listings each time: we check for done videos between runs.
+        opts.setdefault("use_listings_cache", False)
+        return s3fs.S3FileSystem(**opts)
+    if is_remote(uri):
+        protocol = uri.split("://", 1)[0]
+        return fsspec.filesystem(protocol, **opts)
+    return fsspec.filesystem("file", auto_mkdir=True)
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.5) -> T:
+    """Run ``fn``, retrying transient I/O errors with exponential backoff.
+
+    Object stores fail transiently (throttling, resets); losing a finished
+    video's masks to one such error would waste minutes of GPU time.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (OSError, TimeoutError) as exc:
+            if attempt == attempts:
+                raise
+            delay = base_delay * 2 ** (attempt - 1)
+            log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(exc).__name__, exc, attempt, attempts - 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def write_parquet_atomic(table: pa.Table, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``table`` to ``uri`` so that readers see the whole file or nothing."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    data = buf.getvalue()
+    fs = filesystem_for(uri, storage_options)
+    path = strip_protocol(uri) if is_remote(uri) else os.path.abspath(strip_protocol(uri))
+
+    def _write() -> None:
+        if is_remote(uri):
+            fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+
+    with_retries(_write, f"write {uri}")
+
+
+def delete_if_exists(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    fs = filesystem_for(uri, storage_options)
+    path = strip_protocol(uri)
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except FileNotFoundError:
+        pass
+
+
+def list_parquet(root: str, table: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Paths (without protocol) of the Parquet files of one table, hive subfolders included."""
+    fs = filesystem_for(root, storage_options)
+    base = strip_protocol(join(root, table))
+    try:
+        if not fs.exists(base):
+            return []
+        files = fs.find(base)
+    except FileNotFoundError:
+        return []
+    return sorted(p for p in files if p.endswith(".parquet") and not os.path.basename(p).startswith("."))
+
+
+def done_video_ids(root: str, storage_options: dict[str, Any] | None = None) -> set[str]:
+    """Videos whose ``videos/`` row exists: written last, so they are complete."""
+    return {os.path.basename(p)[: -len(".parquet")] for p in list_parquet(root, "videos", storage_options)}
+
+
+def read_table(root: str, table: str, storage_options: dict[str, Any] | None = None) -> pa.Table:
+    """Read every file of one output table into one Arrow table (empty if none)."""
+    from fastsam2.schema import SCHEMAS
+
+    files = list_parquet(root, table, storage_options)
+    if not files:
+        return SCHEMAS[table].empty_table()
+    fs = filesystem_for(root, storage_options)
+    tables = [pq.read_table(f if is_remote(root) else f, filesystem=None if not is_remote(root) else fs) for f in files]
+    return pa.concat_tables(tables, promote_options="default")

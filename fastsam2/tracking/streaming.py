@@ -1,0 +1,221 @@
+"""Track objects through a streamed video with any SAM2 video predictor.
+
+Stock ``SAM2VideoPredictor.init_state`` loads every frame of a video into one
+tensor before tracking starts. Here frames are decoded lazily, in order, as
+``propagate_in_video`` asks for them (:class:`StreamedFrames`), and per-frame
+outputs that can never be read again are evicted between frames
+(:func:`~fastsam2.tracking.memory_bank.evict_unreachable`). The predictor's own
+public API (``add_new_points_or_box``, ``propagate_in_video``) does the rest, so
+the stock predictor and our pruned subclass run through the same loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastsam2.config import ObjectPrompt
+from fastsam2.tracking.memory_bank import evict_unreachable, frame_entry_bytes, memory_bank_bytes
+
+IMG_MEAN = (0.485, 0.456, 0.406)
+IMG_STD = (0.229, 0.224, 0.225)
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be used on this video (e.g. outside the frame)."""
+
+
+def preprocess_frame(rgb: np.ndarray, image_size: int) -> torch.Tensor:
+    """RGB uint8 HxWx3 -> normalised 3xSxS float32, exactly as sam2's frame loader does."""
+    img = np.array(Image.fromarray(rgb).resize((image_size, image_size))) / 255.0
+    t = torch.from_numpy(img).permute(2, 0, 1).float()
+    mean = torch.tensor(IMG_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(IMG_STD, dtype=torch.float32)[:, None, None]
+    return (t - mean) / std
+
+
+class StreamedFrames:
+    """``inference_state["images"]`` that decodes frames on demand, in order.
+
+    Holds only the newest preprocessed frame. SAM2 reads frame ``t`` once
+    (its features are then cached by the predictor), so in-order access is all
+    forward tracking needs; going back raises a clear error.
+    """
+
+    def __init__(self, frames: Iterable[np.ndarray], num_frames: int, image_size: int):
+        self._frames = iter(frames)
+        self._num_frames = num_frames
+        self._image_size = image_size
+        self._next = 0
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self._num_frames
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        if idx in self._cache:
+            return self._cache[idx]
+        if idx < self._next:
+            raise IndexError(f"frame {idx} was already streamed past (frames are read once, in order)")
+        if idx >= self._num_frames:
+            raise IndexError(f"frame {idx} out of range ({self._num_frames} frames)")
+        while self._next <= idx:
+            try:
+                rgb = next(self._frames)
+            except StopIteration:
+                raise IndexError(f"video ended at frame {self._next}, expected {self._num_frames}") from None
+            tensor = preprocess_frame(rgb, self._image_size)
+            self._next += 1
+        self._cache = OrderedDict({idx: tensor})
+        return tensor
+
+
+@dataclass
+class FrameResult:
+    """Masks of every object on one frame, with what it cost."""
+
+    frame_idx: int
+    obj_ids: list[int]
+    masks: np.ndarray  # bool [num_objects, H, W]
+    scores: np.ndarray  # float32 [num_objects]: mean foreground probability inside the mask
+    ms_total: float
+    stats: dict = field(default_factory=dict)  # per-component ms, tokens kept (pruned predictor)
+    memory_bank_bytes: int = 0
+    frame_bank_bytes: int = 0  # what this frame added to the bank (all objects)
+    memory_bytes: int = 0  # CUDA peak allocated, or process RSS on CPU
+
+
+def validate_prompts(objects: list[ObjectPrompt], height: int, width: int) -> None:
+    """Reject prompts outside the frame before any model time is spent."""
+    if not objects:
+        raise PromptError("no prompt for this video: give --point/--box, manifest prompt columns, or --prompts auto")
+    for obj in objects:
+        if obj.point is None and obj.box is None:
+            raise PromptError(f"object {obj.obj_id} has neither a point nor a box")
+        if obj.frame_idx != 0:
+            raise PromptError("prompts are supported on the first frame only")
+        if obj.point is not None:
+            x, y = obj.point
+            if not (0 <= x < width and 0 <= y < height):
+                raise PromptError(f"point ({x:g}, {y:g}) of object {obj.obj_id} is outside the {width}x{height} frame")
+        if obj.box is not None:
+            x0, y0, x1, y1 = obj.box
+            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                raise PromptError(
+                    f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) of object {obj.obj_id} is empty or outside the {width}x{height} frame"
+                )
+
+
+def new_inference_state(predictor, images: StreamedFrames, height: int, width: int, offload_state_to_cpu: bool = False) -> dict:
+    """The dict ``SAM2VideoPredictor.init_state`` builds, over streamed frames.
+
+    Mirrors sam2 1.1.0's ``init_state`` key for key; only the frame source
+    differs (nothing is loaded up front).
+    """
+    device = predictor.device
+    state: dict = {
+        "images": images,
+        "num_frames": len(images),
+        "offload_video_to_cpu": True,
+        "offload_state_to_cpu": offload_state_to_cpu,
+        "video_height": height,
+        "video_width": width,
+        "device": device,
+        "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
+        "point_inputs_per_obj": {},
+        "mask_inputs_per_obj": {},
+        "cached_features": {},
+        "constants": {},
+        "obj_id_to_idx": OrderedDict(),
+        "obj_idx_to_id": OrderedDict(),
+        "obj_ids": [],
+        "output_dict_per_obj": {},
+        "temp_output_dict_per_obj": {},
+        "frames_tracked_per_obj": {},
+    }
+    predictor._get_image_feature(state, frame_idx=0, batch_size=1)  # warm up on frame 0, as init_state does
+    return state
+
+
+def _memory_now(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import psutil
+
+    return int(psutil.Process(os.getpid()).memory_info().rss)
+
+
+def _scores(probs: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+    inside = masks.flatten(1)
+    total = inside.sum(1).clamp(min=1)
+    return ((probs.flatten(1) * inside).sum(1) / total).float().cpu().numpy()
+
+
+class StreamingTracker:
+    """Runs one predictor over streamed videos, one video at a time, memory bounded."""
+
+    def __init__(self, predictor, offload_state_to_cpu: bool = False, bounded_memory: bool = True):
+        self.predictor = predictor
+        self.offload_state_to_cpu = offload_state_to_cpu
+        self.bounded_memory = bounded_memory
+
+    @torch.inference_mode()
+    def track(
+        self,
+        frames: Iterable[np.ndarray],
+        num_frames: int,
+        height: int,
+        width: int,
+        objects: list[ObjectPrompt],
+        text: str | None = None,
+    ) -> Iterator[FrameResult]:
+        """Yield one :class:`FrameResult` per frame, in order, starting at frame 0."""
+        validate_prompts(objects, height, width)
+        p = self.predictor
+        device = p.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        images = StreamedFrames(frames, num_frames, p.image_size)
+        t0 = time.perf_counter()
+        state = new_inference_state(p, images, height, width, self.offload_state_to_cpu)
+        if hasattr(p, "set_video_text"):
+            p.set_video_text(state, text)
+        for obj in objects:
+            points = labels = None
+            if obj.point is not None:
+                points = np.array([obj.point], dtype=np.float32)
+                labels = np.array([1], dtype=np.int32)
+            box = np.array(obj.box, dtype=np.float32) if obj.box is not None else None
+            p.add_new_points_or_box(state, frame_idx=0, obj_id=obj.obj_id, points=points, labels=labels, box=box)
+        peak = 0
+        for frame_idx, obj_ids, logits in p.propagate_in_video(state):
+            probs = torch.sigmoid(logits[:, 0].float())
+            masks = logits[:, 0] > 0.0
+            scores = _scores(probs, masks)
+            masks_np = masks.cpu().numpy()
+            frame_bytes = frame_entry_bytes(state, frame_idx)
+            if self.bounded_memory:
+                evict_unreachable(p, state, frame_idx)
+            bank = memory_bank_bytes(state)
+            peak = max(peak, _memory_now(device))
+            now = time.perf_counter()
+            stats = dict(state.get("fastsam2_stats", {}).pop(frame_idx, {}) or {})
+            yield FrameResult(
+                frame_idx=frame_idx,
+                obj_ids=list(obj_ids),
+                masks=masks_np,
+                scores=scores,
+                ms_total=(now - t0) * 1000.0,
+                stats=stats,
+                memory_bank_bytes=bank,
+                frame_bank_bytes=frame_bytes,
+                memory_bytes=peak,
+            )
+            t0 = time.perf_counter()  # time spent by the consumer is not the tracker's
