@@ -144,8 +144,10 @@ def deep_merge(base: dict, over: dict) -> dict:
     for key, value in over.items():
         if value is None:
             continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if isinstance(value, dict):
+            merged = deep_merge(out[key] if isinstance(out.get(key), dict) else {}, value)
+            if merged or isinstance(out.get(key), dict):
+                out[key] = merged
         else:
             out[key] = value
     return out

@@ -31,6 +31,15 @@ def shared_data() -> Path:
     return root
 
 
+_AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Never touch the user's weight cache; nothing is downloaded in tests."""
+    os.environ["FASTSAM2_CACHE"] = str(tmp_path_factory.mktemp("fastsam2-cache"))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,6 +56,10 @@ def s3_endpoint():
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+    # Session-wide, so Ray workers started later inherit them too.
+    saved = {k: os.environ.get(k) for k in _AWS_VARS}
+    os.environ.update({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -60,6 +73,11 @@ def s3_endpoint():
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture
@@ -76,3 +94,13 @@ def s3_env(s3_endpoint, monkeypatch):
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint):
+    """A local Ray instance with 2 CPUs, started after the AWS variables are set."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
