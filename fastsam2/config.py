@@ -123,8 +123,10 @@ class JobConfig(BaseModel):
     resources: dict[str, StageResources] = Field(default_factory=_default_resources)
     max_frames: int | None = None
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    # Test-only fault injection: kill the tracking actor's process once, at this frame.
+    # Test-only fault injection: kill the tracking actor's process once, at this frame;
+    # the marker file records that it happened (see stages.TrackStage).
     fault_kill_at_frame: int | None = None
+    fault_marker: str | None = None
 
     def resource(self, stage: str) -> StageResources:
         return self.resources.get(stage) or _default_resources().get(stage, StageResources())

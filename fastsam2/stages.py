@@ -44,15 +44,26 @@ class TrackStage:
         _set_threads(self.cfg, "track")
         self.tracker = build_tracker(self.cfg)
 
-    def _maybe_inject_fault(self, task: VideoTask) -> None:
-        """Test-only: kill this actor's process once (a marker file makes it once per run)."""
-        marker = os.environ.get("FASTSAM2_FAULT_MARKER")
-        if self.cfg.fault_kill_at_frame is None or not marker or os.path.exists(marker):
-            return
-        with open(marker, "w") as f:
-            f.write(task.video_id)
-        log.error("fault injection: killing tracking actor on %s", task.video_id)
-        os._exit(1)
+    def _fault_hook(self, task: VideoTask):
+        """Test-only fault injection: kill this actor's process mid-video, once per marker file.
+
+        Enabled by ``fault_kill_at_frame`` plus ``fault_marker`` (a file path) in the
+        config; the file's existence makes the fault fire only once, so the restarted
+        actor finishes the job.
+        """
+        marker = self.cfg.fault_marker
+        kill_at = self.cfg.fault_kill_at_frame
+        if kill_at is None or not marker:
+            return None
+
+        def hook(frames_done: int, num_frames: int) -> None:
+            if frames_done >= kill_at and not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(f"{task.video_id} {frames_done}")
+                log.error("fault injection: killing tracking actor on %s at frame %d", task.video_id, frames_done)
+                os._exit(1)
+
+        return hook
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {"video_id": [], "status": [], "payload": []}
@@ -60,8 +71,7 @@ class TrackStage:
             try:
                 if task.error is not None:  # failed in an earlier stage: pass it through
                     raise _Upstream(task.error)
-                self._maybe_inject_fault(task)
-                res = label_video(task, self.tracker, self.cfg)
+                res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task))
                 tables = {
                     "masks": table_from_rows("masks", res.masks),
                     "frames": table_from_rows("frames", res.frames),
