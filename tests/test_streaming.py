@@ -96,3 +96,13 @@ def test_bank_bytes_count_memory_features(predictor, video_dir):
     assert results[1].frame_bank_bytes >= 64 * 16 * 16 * 2
     assert results[1].memory_bank_bytes > results[0].memory_bank_bytes
     assert isinstance(torch.get_num_threads(), int)
+
+
+def test_prompt_on_a_later_frame_tracks_from_there(predictor):
+    video = make_video("late", num_frames=4, height=64, width=64, seed=5)
+    prompt = first_frame_prompts(video)[0]
+    objs = [ObjectPrompt(obj_id=1, point=prompt["point"], frame_idx=2)]
+    results = list(StreamingTracker(predictor).track(video.frames, 4, 64, 64, objs))
+    assert [r.frame_idx for r in results] == [2, 3]
+    with pytest.raises(PromptError, match="outside the video"):
+        next(StreamingTracker(predictor).track(video.frames, 4, 64, 64, [ObjectPrompt(point=[1, 1], frame_idx=4)]))

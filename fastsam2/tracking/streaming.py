@@ -92,15 +92,17 @@ class FrameResult:
     memory_bytes: int = 0  # CUDA peak allocated, or process RSS on CPU
 
 
-def validate_prompts(objects: list[ObjectPrompt], height: int, width: int) -> None:
+def validate_prompts(objects: list[ObjectPrompt], height: int, width: int, num_frames: int | None = None) -> None:
     """Reject prompts outside the frame before any model time is spent."""
     if not objects:
         raise PromptError("no prompt for this video: give --point/--box, manifest prompt columns, or --prompts auto")
+    if num_frames is not None and not 0 <= objects[0].frame_idx < num_frames:
+        raise PromptError(f"prompt frame {objects[0].frame_idx} is outside the video ({num_frames} frames)")
     for obj in objects:
         if obj.point is None and obj.box is None:
             raise PromptError(f"object {obj.obj_id} has neither a point nor a box")
-        if obj.frame_idx != 0:
-            raise PromptError("prompts are supported on the first frame only")
+        if obj.frame_idx != objects[0].frame_idx:
+            raise PromptError("all objects of a video must be prompted on the same frame")
         if obj.point is not None:
             x, y = obj.point
             if not (0 <= x < width and 0 <= y < height):
@@ -113,11 +115,13 @@ def validate_prompts(objects: list[ObjectPrompt], height: int, width: int) -> No
                 )
 
 
-def new_inference_state(predictor, images: StreamedFrames, height: int, width: int, offload_state_to_cpu: bool = False) -> dict:
+def new_inference_state(predictor, images: StreamedFrames, height: int, width: int,
+                        offload_state_to_cpu: bool = False, first_frame: int = 0) -> dict:
     """The dict ``SAM2VideoPredictor.init_state`` builds, over streamed frames.
 
     Mirrors sam2 1.1.0's ``init_state`` key for key; only the frame source
-    differs (nothing is loaded up front).
+    differs (nothing is loaded up front), and the warm-up encodes the prompt
+    frame (``first_frame``) rather than frame 0, which tracking may never need.
     """
     device = predictor.device
     state: dict = {
@@ -140,7 +144,7 @@ def new_inference_state(predictor, images: StreamedFrames, height: int, width: i
         "temp_output_dict_per_obj": {},
         "frames_tracked_per_obj": {},
     }
-    predictor._get_image_feature(state, frame_idx=0, batch_size=1)  # warm up on frame 0, as init_state does
+    predictor._get_image_feature(state, frame_idx=first_frame, batch_size=1)  # as init_state does
     return state
 
 
@@ -176,15 +180,16 @@ class StreamingTracker:
         objects: list[ObjectPrompt],
         text: str | None = None,
     ) -> Iterator[FrameResult]:
-        """Yield one :class:`FrameResult` per frame, in order, starting at frame 0."""
-        validate_prompts(objects, height, width)
+        """Yield one :class:`FrameResult` per frame, in order, from the prompt frame on."""
+        validate_prompts(objects, height, width, num_frames)
+        start = objects[0].frame_idx
         p = self.predictor
         device = p.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         images = StreamedFrames(frames, num_frames, p.image_size)
         t0 = time.perf_counter()
-        state = new_inference_state(p, images, height, width, self.offload_state_to_cpu)
+        state = new_inference_state(p, images, height, width, self.offload_state_to_cpu, first_frame=start)
         if hasattr(p, "set_video_text"):
             p.set_video_text(state, text)
         for obj in objects:
@@ -193,7 +198,7 @@ class StreamingTracker:
                 points = np.array([obj.point], dtype=np.float32)
                 labels = np.array([1], dtype=np.int32)
             box = np.array(obj.box, dtype=np.float32) if obj.box is not None else None
-            p.add_new_points_or_box(state, frame_idx=0, obj_id=obj.obj_id, points=points, labels=labels, box=box)
+            p.add_new_points_or_box(state, frame_idx=start, obj_id=obj.obj_id, points=points, labels=labels, box=box)
         peak = 0
         for frame_idx, obj_ids, logits in p.propagate_in_video(state):
             probs = torch.sigmoid(logits[:, 0].float())
