@@ -1,0 +1,199 @@
+"""The ``vllm`` caption backend: ``vllm.LLM`` in an actor, or Ray Data LLM stages.
+
+vLLM is an optional, GPU-only extra: nothing here imports it at module level,
+and the request shapes (:func:`vllm_requests`, :func:`caption_request_row`,
+:func:`processor_config_kwargs`) are plain data, unit-tested on CPU without it.
+``benchmarks/caption_gpu_smoke.py`` runs both paths for real on a GPU.
+
+Two ways to run it on a cluster:
+
+- :class:`VLLMCaptioner` holds one ``vllm.LLM`` engine; the pipeline puts it in a
+  Ray actor (``map_batches(..., compute=ActorPoolStrategy(...), num_gpus=1)``)
+  and calls :meth:`~fastsam2.prompts.caption.RegionCaptioner.caption` per batch.
+- :func:`build_ray_caption_processor` returns a ``ray.data.llm`` processor
+  (vLLM engines as Ray actors, multimodal preparation and chat templating as CPU
+  stages) for a dataset whose rows carry a JPEG of the region.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from fastsam2.models.llava import DEFAULT_LLAVA
+from fastsam2.prompts.caption import (
+    DEFAULT_MAX_NEW_TOKENS,
+    QUESTIONS,
+    RegionCaptioner,
+    chat_messages,
+    clean_caption,
+    llava_prompt,
+    sampling_params,
+)
+
+log = logging.getLogger(__name__)
+
+#: Engine settings that fit LLaVA-1.5 (4k context, one image per prompt).
+DEFAULT_ENGINE_KWARGS: dict[str, Any] = {
+    "max_model_len": 4096,
+    "limit_mm_per_prompt": {"image": 1},
+}
+
+_INSTALL_HINT = (
+    "the vllm caption backend needs vLLM (pip install 'fastsam2-batch[vllm]', CUDA GPUs only); "
+    "use --caption-backend transformers, or openai with --caption-endpoint"
+)
+
+
+def merged_engine_kwargs(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`DEFAULT_ENGINE_KWARGS` updated with ``overrides``."""
+    return {**DEFAULT_ENGINE_KWARGS, **(overrides or {})}
+
+
+def vllm_requests(regions: Sequence[np.ndarray], question: str) -> list[dict]:
+    """``vllm.LLM.generate`` inputs: the LLaVA prompt text plus the region as a PIL image."""
+    from PIL import Image
+
+    prompt = llava_prompt(question)
+    return [{"prompt": prompt, "multi_modal_data": {"image": Image.fromarray(r)}} for r in regions]
+
+
+class VLLMCaptioner(RegionCaptioner):
+    """One ``vllm.LLM`` engine in this process (put the object in a Ray actor with a GPU)."""
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_LLAVA,
+        *,
+        engine_kwargs: dict[str, Any] | None = None,
+        region_mode: str = "crop",
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    ) -> None:
+        super().__init__(model, region_mode=region_mode, max_new_tokens=max_new_tokens)
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise ImportError(_INSTALL_HINT) from exc
+        self.llm = LLM(model=model, **merged_engine_kwargs(engine_kwargs))
+        self.sampling = SamplingParams(**sampling_params(max_new_tokens))
+
+    def generate(self, regions: list[np.ndarray], question: str) -> list[str]:
+        outputs = self.llm.generate(vllm_requests(regions, question), self.sampling, use_tqdm=False)
+        return [o.outputs[0].text if o.outputs else "" for o in outputs]
+
+
+# ---------------------------------------------------------------- Ray Data LLM
+
+
+def processor_config_kwargs(
+    model: str = DEFAULT_LLAVA,
+    *,
+    batch_size: int = 16,
+    concurrency: int | tuple[int, int] = 1,
+    engine_overrides: dict[str, Any] | None = None,
+    accelerator_type: str | None = None,
+) -> dict[str, Any]:
+    """Arguments of ``ray.data.llm.vLLMEngineProcessorConfig`` for region captions.
+
+    The multimodal stage turns the ``image_url`` parts into vLLM multimodal data
+    and the chat template stage renders LLaVA's prompt; the tokenize stage is
+    off so vLLM sees the text prompt with its ``<image>`` placeholder and
+    expands it itself.
+    """
+    kwargs: dict[str, Any] = {
+        "model_source": model,
+        "engine_kwargs": merged_engine_kwargs(engine_overrides),
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "prepare_multimodal_stage": {"enabled": True},
+        "chat_template_stage": {"enabled": True},
+        "tokenize_stage": {"enabled": False},
+        "detokenize_stage": {"enabled": False},
+    }
+    if accelerator_type:
+        kwargs["accelerator_type"] = accelerator_type
+    return kwargs
+
+
+def caption_request_row(
+    row: dict[str, Any],
+    *,
+    image_column: str = "region_jpeg",
+    question: str = QUESTIONS["crop"],
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+) -> dict[str, Any]:
+    """Ray Data LLM preprocess: a row with a region JPEG (bytes) -> chat messages + sampling.
+
+    The JPEG travels as a data URL (Arrow-friendly, and what vLLM's chat parser
+    accepts); the other columns are kept so the postprocess can pass them on.
+    """
+    import base64
+
+    data = row[image_column]
+    url = "data:image/jpeg;base64," + base64.b64encode(bytes(data)).decode("ascii")
+    out = {k: v for k, v in row.items() if k != image_column}
+    out["messages"] = chat_messages(url, question)
+    out["sampling_params"] = sampling_params(max_new_tokens)
+    return out
+
+
+def caption_from_row(
+    row: dict[str, Any], *, keep: Sequence[str] = ("video_id",), output_column: str = "caption"
+) -> dict[str, Any]:
+    """Ray Data LLM postprocess: keep ``keep`` columns plus the cleaned caption."""
+    out = {k: row[k] for k in keep if k in row}
+    out[output_column] = clean_caption(row.get("generated_text") or "")
+    return out
+
+
+def region_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """Encode a region image for the ``region_jpeg`` column."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[..., :3])).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def build_ray_caption_processor(
+    model: str = DEFAULT_LLAVA,
+    *,
+    batch_size: int = 16,
+    concurrency: int | tuple[int, int] = 1,
+    engine_overrides: dict[str, Any] | None = None,
+    accelerator_type: str | None = None,
+    image_column: str = "region_jpeg",
+    region_mode: str = "crop",
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    keep: Sequence[str] = ("video_id",),
+):
+    """A ``ray.data.llm`` processor: rows with ``image_column`` in, ``keep`` + ``caption`` out."""
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    config = vLLMEngineProcessorConfig(
+        **processor_config_kwargs(
+            model,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            engine_overrides=engine_overrides,
+            accelerator_type=accelerator_type,
+        )
+    )
+    return build_processor(
+        config,
+        preprocess=partial(
+            caption_request_row,
+            image_column=image_column,
+            question=QUESTIONS[region_mode],
+            max_new_tokens=max_new_tokens,
+        ),
+        postprocess=partial(caption_from_row, keep=tuple(keep)),
+    )
