@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from test_eval_davis import _two_object_sequence, read_stack, write_davis, write_run
 
 from fastsam2.eval.cli import eval_command
 from fastsam2.eval.evaluate import MEASURES
-from test_eval_davis import _two_object_sequence, read_stack, write_davis, write_run
 
 SEQS = ["car-shadow", "motocross-jump"]
 
@@ -99,7 +99,10 @@ def test_eval_reads_run_from_s3_and_writes_there(s3_env, tmp_path):
     [
         (lambda p: ["--gt", str(p / "nope"), "--pred", str(p / "pred")], "ground truth folder not found"),
         (lambda p: ["--gt", str(p / "gt"), "--pred", str(p / "nope")], "predictions not found"),
-        (lambda p: ["--gt", str(p / "gt"), "--pred", str(p / "pred"), "--sequences", "bogus"], "not in the ground truth"),
+        (
+            lambda p: ["--gt", str(p / "gt"), "--pred", str(p / "pred"), "--sequences", "bogus"],
+            "not in the ground truth",
+        ),
         (lambda p: ["--gt", str(p / "gt"), "--pred", str(p / "gt")], "no ground-truth sequence has predictions"),
         (lambda p: ["--gt", str(p / "gt"), "--pred", str(p / "pred"), "--bound-th", "0"], "--bound-th"),
     ],

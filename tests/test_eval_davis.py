@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
+from test_eval_metrics import official_f_measure
 
 from fastsam2.eval import metrics
 from fastsam2.eval.evaluate import evaluate
 from fastsam2.eval.io import EvalError
 from fastsam2.schema import table_from_rows
-from test_eval_metrics import official_f_measure
 
 PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0, 0, 0] * 251 + [224, 224, 192]
 
@@ -29,14 +29,18 @@ def write_png(path: Path, labels: np.ndarray, palette: bool = True) -> None:
     im.save(path)
 
 
-def write_davis(root: Path, seqs: dict[str, np.ndarray], palette: bool = True, layout: str = "Annotations/480p") -> Path:
+def write_davis(
+    root: Path, seqs: dict[str, np.ndarray], palette: bool = True, layout: str = "Annotations/480p"
+) -> Path:
     for name, stack in seqs.items():
         for t, frame in enumerate(stack):
             write_png(root / layout / name / f"{t:05d}.png", frame, palette)
     return root
 
 
-def write_run(root: Path, masks: dict[str, dict[int, np.ndarray]], skip: set[tuple[str, int, int]] = frozenset()) -> Path:
+def write_run(
+    root: Path, masks: dict[str, dict[int, np.ndarray]], skip: set[tuple[str, int, int]] = frozenset()
+) -> Path:
     """A run output root with masks/<video>.parquet, masks given per video as {obj_id: (T, H, W)}."""
     (root / "masks").mkdir(parents=True, exist_ok=True)
     for video, objs in masks.items():

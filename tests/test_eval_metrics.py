@@ -171,7 +171,9 @@ def _blobs(rng: np.random.Generator, t: int, h: int, w: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("shape,bound_th", [((12, 48, 64), 0.008), ((10, 120, 213), 0.008), ((8, 60, 80), 3), ((6, 30, 40), 0.05)])
+@pytest.mark.parametrize(
+    "shape,bound_th", [((12, 48, 64), 0.008), ((10, 120, 213), 0.008), ((8, 60, 80), 3), ((6, 30, 40), 0.05)]
+)
 def test_fast_path_equals_direct_transcription(shape, bound_th):
     """Cropped boundaries + KD-tree matching give exactly the dilation-based official F."""
     rng = np.random.default_rng(abs(hash(shape)) % 2**32)

@@ -100,7 +100,9 @@ def global_compare_table(results: Sequence[EvalResult]) -> Table:
 
 
 @click.command("eval")
-@click.option("--gt", "gt_root", required=True, help="DAVIS root: ROOT/Annotations/480p/<seq>/<frame>.png (local or s3://).")
+@click.option(
+    "--gt", "gt_root", required=True, help="DAVIS root: ROOT/Annotations/480p/<seq>/<frame>.png (local or s3://)."
+)
 @click.option(
     "--pred", "preds", multiple=True, required=True,
     help="A run's output root (masks/*.parquet) or a folder of <seq>/<frame>.png. Repeat to compare side by side.",
@@ -108,13 +110,23 @@ def global_compare_table(results: Sequence[EvalResult]) -> Table:
 @click.option("--json", "json_path", help="Write global and per-sequence measures as JSON (values in [0, 1]).")
 @click.option("--out", "out_uri", help="Write per-object per-frame J and F as Parquet (a .parquet file, or a folder).")
 @click.option("--sequences", help="Only these sequences: comma-separated, or a file with one per line.")
-@click.option("--bound-th", type=float, default=0.008, show_default=True, help="Boundary tolerance (fraction of the diagonal, or pixels if >= 1).")
+@click.option(
+    "--bound-th",
+    type=float,
+    default=0.008,
+    show_default=True,
+    help="Boundary tolerance (fraction of the diagonal, or pixels if >= 1).",
+)
 @click.option(
     "--void", type=click.Choice(["background", "ignore"]), default="background", show_default=True,
     help="255 pixels: background as the official semi-supervised evaluation, or excluded from J and F.",
 )  # fmt: skip
 @click.option("--strict", is_flag=True, help="Fail if a prediction source lacks a ground-truth sequence.")
-@click.option("--legacy-decay-bins", is_flag=True, help="Reproduce the official uint8 wrap of decay bins (sequences > 256 frames).")
+@click.option(
+    "--legacy-decay-bins",
+    is_flag=True,
+    help="Reproduce the official uint8 wrap of decay bins (sequences > 256 frames).",
+)
 def eval_command(
     gt_root: str,
     preds: tuple[str, ...],
@@ -153,7 +165,9 @@ def eval_command(
                 f"predictions, not scored: {', '.join(r.missing_sequences)}"
             )
         if r.missing_masks:
-            err.print(f"[yellow]warning:[/] {r.label}: {r.missing_masks} (object, frame) mask(s) missing, scored as empty")
+            err.print(
+                f"[yellow]warning:[/] {r.label}: {r.missing_masks} (object, frame) mask(s) missing, scored as empty"
+            )
     n_frames = sum(len(s.frames) for s in results[0].sequences.values())
     err.print(f"{len(results[0].sequences)} sequences, {n_frames} scored frames, {elapsed:.1f} s")
 

@@ -201,7 +201,7 @@ def evaluate(
         raise EvalError("no predictions given")
     gts = GroundTruthSet(gt_root)
     names = _select_sequences(gts, sequences)
-    sources: list[PngPredictions | RunPredictions] = [open_predictions(p) for p in preds]
+    sources: list[PngPredictions | RunPredictions] = [open_predictions(p, names) for p in preds]
     labels = unique_labels([s.uri for s in sources])
     protocol = {
         "task": "semi-supervised",
@@ -258,8 +258,7 @@ def differences(base: EvalResult, other: EvalResult) -> dict:
     doc: dict = {m: _finite(g1[m] - g0[m]) for m in MEASURES}
     common = [s for s in base.sequences if s in other.sequences]
     doc["sequences"] = {
-        s: {m: _finite(other.sequence_metrics(s)[m] - base.sequence_metrics(s)[m]) for m in MEASURES}
-        for s in common
+        s: {m: _finite(other.sequence_metrics(s)[m] - base.sequence_metrics(s)[m]) for m in MEASURES} for s in common
     }
     return doc
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fsspec
@@ -17,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fastsam2.schema import SCHEMAS
+
+_READ_THREADS = 8
 
 
 class EvalError(Exception):
@@ -92,20 +96,24 @@ def _hive_values(root: str, path: str) -> dict[str, str]:
 
 
 def read_parquet_dir(
-    uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None
+    uri: str,
+    columns: list[str] | None = None,
+    schema: pa.Schema | None = None,
+    row_filter: Callable[[pa.Table], pa.Table] | None = None,
 ) -> pa.Table | None:
     """Read every Parquet file under ``uri`` into one table; None when there are none.
 
     Hive partition values (``key=value`` folders) become string columns when the
     files themselves lack that column.  When ``schema`` is given, columns are cast
-    to it, so tables read from different writers concatenate cleanly.
+    to it, so tables read from different writers concatenate cleanly.  ``row_filter``
+    is applied file by file, so only the wanted rows are ever held in memory.
     """
     fs, root = filesystem(uri)
     files = list_parquet(fs, root)
     if not files:
         return None
-    tables = []
-    for path in files:
+
+    def read_one(path: str) -> pa.Table:
         with fs.open(path, "rb") as fh:
             pf = pq.ParquetFile(fh)
             names = pf.schema_arrow.names
@@ -116,7 +124,11 @@ def read_parquet_dir(
                 t = t.append_column(key, pa.array([value] * t.num_rows, pa.string()))
         if schema is not None:
             t = _conform(t, schema, columns)
-        tables.append(t)
+        return t if row_filter is None else row_filter(t)
+
+    # One file per video: on S3 the latency, not the bandwidth, dominates, so read a few at once.
+    with ThreadPoolExecutor(_READ_THREADS) as ex:
+        tables = list(ex.map(read_one, files))
     return pa.concat_tables(tables, promote_options="permissive")
 
 
@@ -142,9 +154,14 @@ def _conform(t: pa.Table, schema: pa.Schema, columns: list[str] | None) -> pa.Ta
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def read_run_table(run_uri: str, table: str, columns: list[str] | None = None) -> pa.Table | None:
+def read_run_table(
+    run_uri: str,
+    table: str,
+    columns: list[str] | None = None,
+    row_filter: Callable[[pa.Table], pa.Table] | None = None,
+) -> pa.Table | None:
     """One table (masks/frames/videos/errors) of a run root, with the project schema."""
-    return read_parquet_dir(join(run_uri, table), columns=columns, schema=SCHEMAS.get(table))
+    return read_parquet_dir(join(run_uri, table), columns=columns, schema=SCHEMAS.get(table), row_filter=row_filter)
 
 
 def join(uri: str, *parts: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import posixpath
 import warnings
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -203,11 +204,13 @@ class RunPredictions:
     kind = "run"
     COLUMNS = ["video_id", "obj_id", "frame_idx", "height", "width", "rle"]
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, sequences: Iterable[str] | None = None):
         self.uri = str(uri)
         self.key = normalize_uri(uri)
         self.label = display_name(uri)
-        table = read_run_table(uri, "masks", columns=self.COLUMNS)
+        wanted = None if sequences is None else pa.array(sorted(set(sequences)), pa.string())
+        keep = None if wanted is None else (lambda t: t.filter(pc.is_in(t["video_id"], value_set=wanted)))
+        table = read_run_table(uri, "masks", columns=self.COLUMNS, row_filter=keep)
         if table is None:
             raise EvalError(f"no masks/*.parquet under {uri}")
         self.table = table
@@ -254,13 +257,16 @@ class RunPredictions:
         return PredictedSequence(num_objects, None, masks, (t_count, h, w), missing=missing)
 
 
-def open_predictions(uri: str) -> PngPredictions | RunPredictions:
-    """A run root (has ``masks/`` Parquet) or a DAVIS-style PNG folder."""
+def open_predictions(uri: str, sequences: Iterable[str] | None = None) -> PngPredictions | RunPredictions:
+    """A run root (has ``masks/`` Parquet) or a DAVIS-style PNG folder.
+
+    ``sequences`` limits what is read from a run's masks to the sequences scored.
+    """
     fs, path = filesystem(uri)
     if not fs.exists(path):
         raise EvalError(f"predictions not found: {uri}")
     if list_parquet(fs, join(path, "masks")):
-        return RunPredictions(uri)
+        return RunPredictions(uri, sequences)
     if fs.isdir(path):
         return PngPredictions(uri)
     raise EvalError(f"{uri} is neither a run output (masks/*.parquet) nor a folder of <sequence>/ PNGs")
