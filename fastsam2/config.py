@@ -104,7 +104,7 @@ class PromptConfig(BaseModel):
     text: str | None = None
     detector_weights: str | None = None
     max_search_frames: int = 5
-    min_objectness: float = 0.0
+    min_objectness: float = 0.5
     caption_backend: Literal["vllm", "openai", "transformers", "none"] = "transformers"
     caption_model: str = "llava-hf/llava-1.5-7b-hf"
     caption_endpoint: str | None = None

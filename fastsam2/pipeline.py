@@ -41,7 +41,9 @@ def plan_tasks(cfg: JobConfig) -> tuple[list[VideoTask], list[VideoTask]]:
             t.objects = [ObjectPrompt(obj_id=1, point=p.point, box=p.box)]
         if p.text and not t.text:
             t.text = p.text
-        t.prompt_source = "user" if t.objects else "auto"
+        # A user click or box skips the automatic steps; so does --prompts user
+        # (a video without a prompt then fails with a clear "no prompt" error).
+        t.prompt_source = "user" if t.objects or p.mode == "user" else "auto"
     done = done_video_ids(cfg.output, cfg.storage_options)
     return tasks, [t for t in tasks if t.video_id not in done]
 
@@ -58,48 +60,57 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
 
 
+#: Per-actor GPUs on a cluster with GPUs, where the config leaves them at 0:
+#: one GPU per SAM2 actor, a fraction for the RPN actor, a whole one for LLaVA.
+GPU_DEFAULTS = {"track": 1.0, "propose": 0.25, "caption": 1.0, "write": 0.0}
+
+
 def _gpus_for(cfg: JobConfig, stage: str) -> float:
-    """Per-actor GPUs: as configured, else one whole GPU where the cluster has any and the device allows."""
+    """Per-actor GPUs: as configured, else the defaults above where the cluster has GPUs."""
     import ray
 
     res = cfg.resource(stage)
     if res.num_gpus or cfg.model.device == "cpu":
         return res.num_gpus
-    if stage == "track" and ray.cluster_resources().get("GPU", 0) >= 1:
-        return 1.0
+    if stage == "caption" and cfg.prompts.caption_backend in ("openai", "none"):
+        return 0.0
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        return GPU_DEFAULTS.get(stage, 0.0)
     return 0.0
+
+
+def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str):
+    """``map_batches`` with a pool of stateful actors sized and resourced per the config."""
+    from ray.data import ActorPoolStrategy
+
+    res = cfg.resource(stage)
+    return ds.map_batches(
+        stage_cls,
+        fn_constructor_kwargs={"config_json": config_json},
+        compute=ActorPoolStrategy(min_size=res.min_actors, max_size=max(res.min_actors, res.max_actors)),
+        batch_size=res.batch_size,
+        num_gpus=_gpus_for(cfg, stage),
+        num_cpus=res.num_cpus,
+        # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1:
+        # a killed actor comes back and its batch is processed again from the start.
+    )
 
 
 def build_dataset(cfg: JobConfig, tasks: list[VideoTask]):
     """The lazy Ray Dataset: one row per video in, one summary row per video out."""
     import ray
-    from ray.data import ActorPoolStrategy
 
-    from fastsam2.stages import TrackStage, WriteStage
+    from fastsam2.stages import CaptionStage, ProposeStage, TrackStage, WriteStage
 
     config_json = cfg.model_dump_json()
     rows = [{"video_id": t.video_id, "task": t.model_dump_json()} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    track = cfg.resource("track")
-    ds = ds.map_batches(
-        TrackStage,
-        fn_constructor_kwargs={"config_json": config_json},
-        compute=ActorPoolStrategy(min_size=track.min_actors, max_size=max(track.min_actors, track.max_actors)),
-        batch_size=track.batch_size,
-        num_gpus=_gpus_for(cfg, "track"),
-        num_cpus=track.num_cpus,
-        # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1:
-        # a killed actor comes back and its video is tracked again from the start.
-    )
-    write = cfg.resource("write")
-    ds = ds.map_batches(
-        WriteStage,
-        fn_constructor_kwargs={"config_json": config_json},
-        compute=ActorPoolStrategy(size=1),
-        batch_size=1,
-        num_cpus=write.num_cpus,
-    )
-    return ds
+    if any(t.prompt_source == "auto" for t in tasks):
+        ds = _actor_stage(ds, ProposeStage, cfg, "propose", config_json)
+        if cfg.prompts.caption_backend != "none" and any(not t.text for t in tasks if t.prompt_source == "auto"):
+            ds = _actor_stage(ds, CaptionStage, cfg, "caption", config_json)
+    ds = _actor_stage(ds, TrackStage, cfg, "track", config_json)
+    return _actor_stage(ds, WriteStage, cfg, "write", config_json)
 
 
 def run_pipeline(cfg: JobConfig, progress: bool = True, address: str | None = None) -> RunSummary:

@@ -34,6 +34,109 @@ def _set_threads(cfg: JobConfig, stage: str) -> None:
     torch.set_num_threads(max(1, int(cfg.resource(stage).num_cpus)))
 
 
+def _fail(task: VideoTask, stage: str, exc: BaseException, run_id: str) -> None:
+    """Mark ``task`` failed at ``stage``; later stages pass it through to errors/."""
+    log.warning("video %s failed in %s: %s: %s", task.video_id, stage, type(exc).__name__, exc)
+    row = error_row(task, stage, exc, run_id)
+    row.pop("failed_at")  # stamped when written
+    task.error = row
+
+
+def _rows(tasks: list[VideoTask]) -> dict:
+    return {"video_id": np.array([t.video_id for t in tasks], dtype=object),
+            "task": np.array([t.model_dump_json() for t in tasks], dtype=object)}
+
+
+class ProposeStage:
+    """Region-proposal actor: RPN box on the first frame that has one, then a distance-transform click.
+
+    Only videos without a user prompt are touched; the others pass through.
+    """
+
+    def __init__(self, config_json: str):
+        from fastsam2.models.detector import ProposalModel
+        from fastsam2.prompts.click import CoarseMasker
+
+        self.cfg = JobConfig.model_validate_json(config_json)
+        _set_threads(self.cfg, "propose")
+        m, p = self.cfg.model, self.cfg.prompts
+        weights = None if m.random_weights else (p.detector_weights or "default")
+        self.proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device)
+        self.masker = CoarseMasker(config_name=m.sam2_config, checkpoint=m.sam2_checkpoint,
+                                   image_size=min(m.image_size, 1024), device=m.device, random_weights=m.random_weights)
+
+    def __call__(self, batch: dict) -> dict:
+        from fastsam2.config import ObjectPrompt
+        from fastsam2.prompts.auto import make_auto_prompt
+        from fastsam2.sources import FrameReader
+
+        tasks = _tasks(batch)
+        p = self.cfg.prompts
+        for task in tasks:
+            if task.error or task.prompt_source != "auto":
+                continue
+            try:
+                reader = FrameReader(task, self.cfg.storage_options, max_frames=self.cfg.max_frames)
+                ap = make_auto_prompt(iter(reader), proposer=self.proposer, masker=self.masker,
+                                      user_text=task.text, max_frames=p.max_search_frames,
+                                      threshold=p.min_objectness, caption=False)
+                task.objects = [ObjectPrompt(obj_id=1, point=list(ap.point), box=list(ap.box), frame_idx=ap.frame_idx)]
+                task.objectness = ap.objectness
+            except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
+                _fail(task, "propose", exc, self.cfg.run_id)
+        return _rows(tasks)
+
+
+class CaptionStage:
+    """LLaVA captions the proposed region; the caption is refined to a short phrase.
+
+    Backends (transformers in-process, vLLM engine in this actor, or an
+    OpenAI-compatible endpoint) sit behind one interface; videos that already
+    have text, or failed earlier, pass through.
+    """
+
+    def __init__(self, config_json: str):
+        from fastsam2.prompts.caption import make_captioner
+
+        self.cfg = JobConfig.model_validate_json(config_json)
+        _set_threads(self.cfg, "caption")
+        m, p = self.cfg.model, self.cfg.prompts
+        self.captioner = make_captioner(p.caption_backend, p.caption_model, p.caption_endpoint,
+                                        random_weights=m.random_weights, device=m.device)
+
+    def __call__(self, batch: dict) -> dict:
+        import itertools
+
+        from fastsam2.prompts.refine import refine_caption
+        from fastsam2.sources import FrameReader
+
+        tasks = _tasks(batch)
+        todo = [t for t in tasks if not t.error and t.prompt_source == "auto" and not t.text]
+        frames, boxes = [], []
+        for task in list(todo):
+            try:
+                obj = task.objects[0]
+                reader = FrameReader(task, self.cfg.storage_options)
+                frames.append(next(itertools.islice(iter(reader), obj.frame_idx, None)))
+                boxes.append(obj.box)
+            except Exception as exc:  # noqa: BLE001
+                _fail(task, "caption", exc, self.cfg.run_id)
+                todo.remove(task)
+        if todo:
+            try:
+                captions = self.captioner.caption(frames, boxes)  # one batched call
+            except Exception as exc:  # noqa: BLE001
+                for task in todo:
+                    _fail(task, "caption", exc, self.cfg.run_id)
+                return _rows(tasks)
+            for task, caption in zip(todo, captions):
+                task.caption = caption
+                task.text = refine_caption(caption)
+                task.caption_backend = self.captioner.backend
+                task.caption_model = self.captioner.model
+        return _rows(tasks)
+
+
 class TrackStage:
     """SAM2 video actor: holds the model, tracks one video at a time with its own memory bank."""
 

@@ -112,3 +112,24 @@ def test_real_davis_frames(ray_local, shared_data, tmp_path):
     masks = pq.read_table(out / "masks").to_pylist()
     assert {m["video_id"] for m in masks} == set(seqs)
     assert len(masks) == 6 and all((m["height"], m["width"]) == (480, 854) for m in masks)
+
+
+def test_auto_prompts_through_ray_on_davis(ray_local, shared_data, tmp_path):
+    """No user prompt: RPN box -> click -> tiny LLaVA caption -> phrase, then tracking."""
+    frames_root = shared_data / "davis2016-val" / "JPEGImages" / "480p"
+    seqs = sorted(p.name for p in frames_root.iterdir() if p.is_dir())
+    out = tmp_path / "auto"
+    result = CliRunner().invoke(main, ["run", str(shared_data / "davis2016-val"), "-o", str(out), "--random-weights",
+                                       "--prompts", "auto", "--image-size", "256", "--device", "cpu", "--max-frames", "2"])
+    assert result.exit_code == 0, result.output
+    videos = {r["video_id"]: r for r in pq.read_table(out / "videos").to_pylist()}
+    assert sorted(videos) == seqs
+    for v in videos.values():
+        x0, y0, x1, y1 = v["box"]
+        x, y = v["point"]
+        assert x0 <= x <= x1 and y0 <= y <= y1, v
+        assert v["prompt_source"] == "auto" and v["objectness"] >= 0.5
+        assert v["caption"] and v["text"] and len(v["text"].split()) <= 6
+        assert v["caption_backend"] == "transformers" and v["random_weights"] is True
+    masks = pq.read_table(out / "masks").to_pylist()
+    assert len(masks) == sum(2 - videos[s]["prompt_frame_idx"] for s in seqs)
