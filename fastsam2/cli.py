@@ -210,6 +210,12 @@ def demo(output: str, image_size: int, num_frames: int, device: str, random_weig
             cfg.model.random_weights = True
     click.echo(f"Sample videos (with ground truth): {out / 'samples'}")
     _run(cfg)
+    from fastsam2.eval.evaluate import evaluate
+
+    scores = evaluate(str(out / "samples"), [cfg.output])[0].global_metrics()
+    click.echo(f"J&F-Mean against the samples' ground truth: {scores['J&F-Mean']:.3f} "
+               f"(J {scores['J-Mean']:.3f}, F {scores['F-Mean']:.3f})"
+               + ("  [random weights: expect noise]" if cfg.model.random_weights else ""))
     click.echo(f"Inspect: fastsam2-batch report {out / 'results'}   |   "
                f"fastsam2-batch eval --gt {out / 'samples'} --pred {out / 'results'}")
 

@@ -133,3 +133,13 @@ def test_auto_prompts_through_ray_on_davis(ray_local, shared_data, tmp_path):
         assert v["caption_backend"] == "transformers" and v["random_weights"] is True
     masks = pq.read_table(out / "masks").to_pylist()
     assert len(masks) == sum(2 - videos[s]["prompt_frame_idx"] for s in seqs)
+
+
+def test_demo_labels_its_samples_and_scores_them(ray_local, tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--output", str(tmp_path / "d"), "--image-size", "256",
+                                       "--frames", "3", "--random-weights", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "3 video(s) labelled, 0 failed" in result.output
+    assert "J&F-Mean against the samples' ground truth" in result.output
+    masks = pq.read_table(tmp_path / "d" / "results" / "masks")
+    assert masks.num_rows == 3 + 3 + 2 * 3  # the last sample has two objects
