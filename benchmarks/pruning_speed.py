@@ -1,0 +1,400 @@
+"""Benchmark: stock SAM2 vs. token-pruned SAM2 (keep 0.5 / 0.3 / 0.1) on CPU.
+
+Not a test. Random-weight SAM2.1 hiera-t (masks are meaningless, costs are
+real) on a synthetic video of moving discs, long enough that the memory bank is
+full. For each image size it runs the same weights dense (sam2's own code path
+with timers: ``keep_ratio=1.0``) and pruned, router included (dense CLIP text
+relevance with a random-weight ViT-B/16, closed-form uncertainty, prior and
+context), and prints JSON:
+
+    results[image_size][keep] = {ms_per_frame: {<component>..., total}, speedup,
+        mem_attn_speedup, bank_bytes_per_frame, bank_ratio, gflops_per_frame: {...},
+        gflops_ratio, ...}
+    multi_object[image_size] = {num_objects, stock: ..., "0.3": ..., speedup}
+    rss[image_size][keep] = {short_frames, long_frames, short_peak_rss, long_peak_rss, growth}
+    rss_growth = rss[largest image size][0.3].growth
+
+Timings are medians over the frames after the memory bank is full
+(frame >= num_maskmem), excluding the last frame, which is run once more under
+``torch.utils.flop_counter`` (FLOPs are noise-free, wall time on a shared CPU is
+not). Frames are decoded lazily and per-frame outputs outside the memory and
+pointer windows are evicted, as the streaming video actor does, so the state
+stays bounded; peak RSS is measured in a fresh subprocess per run.
+
+    python benchmarks/pruning_speed.py [--image-size 1024] [--frames N] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.schema import COMPONENTS
+from fastsam2.tracking.pruned_predictor import (
+    PREDICTOR_TARGET,
+    STATS_KEY,
+    memory_bank_stats,
+    process_memory_bytes,
+)
+
+SAM2_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+SAM2_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+COLORS = [(0.95, 0.15, 0.1), (0.1, 0.8, 0.2), (0.2, 0.3, 0.95)]
+
+
+class SyntheticVideo:
+    """Moving discs over a smooth random background, decoded lazily (SAM2-normalised)."""
+
+    def __init__(self, size: int, num_frames: int, num_objects: int = 1, seed: int = 0) -> None:
+        self.size, self.num_frames, self.num_objects = size, num_frames, num_objects
+        g = torch.Generator().manual_seed(seed)
+        low = torch.rand(1, 3, 16, 16, generator=g)
+        self.background = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+        self.radius = size * 0.08
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        self.yy, self.xx = yy.float(), xx.float()
+
+    def center(self, obj: int, t: int) -> tuple[float, float]:
+        s = self.size
+        x = s * (0.2 + 0.6 * ((t * 0.013 + obj * 0.3) % 1.0))
+        y = s * (0.25 + 0.25 * obj)
+        return x, y
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __getitem__(self, t: int) -> torch.Tensor:
+        img = self.background.clone()
+        for o in range(self.num_objects):
+            cx, cy = self.center(o, t)
+            m = (self.xx - cx) ** 2 + (self.yy - cy) ** 2 < self.radius**2
+            img[:, m] = torch.tensor(COLORS[o % len(COLORS)]).view(3, 1)
+        return (img - SAM2_MEAN) / SAM2_STD
+
+
+def make_state(predictor, video: SyntheticVideo, tmp: Path) -> dict[str, Any]:
+    """A stock inference state whose frames come lazily from ``video``.
+
+    ``init_state`` is run on a one-frame JPEG folder, then its frame source is
+    swapped for the lazy video (what the streaming actor does with its decoder).
+    """
+    from PIL import Image
+
+    d = tmp / "one_frame"
+    d.mkdir(exist_ok=True)
+    Image.new("RGB", (video.size, video.size)).save(d / "00000.jpg")
+    state = predictor.init_state(str(d))
+    state["images"] = video
+    state["num_frames"] = len(video)
+    state["video_height"] = state["video_width"] = video.size
+    state["cached_features"] = {}
+    state[STATS_KEY] = {}
+    return state
+
+
+def evict(predictor, state: dict[str, Any], frame_idx: int) -> None:
+    """Drop per-frame outputs that can never be read again (as the streaming actor does)."""
+    window = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)
+    for obj_out in state["output_dict_per_obj"].values():
+        for t in [t for t in obj_out["non_cond_frame_outputs"] if t < frame_idx - window]:
+            del obj_out["non_cond_frame_outputs"][t]
+    for t in [t for t in state[STATS_KEY] if t < frame_idx - window]:
+        state.setdefault("_done_stats", {})[t] = state[STATS_KEY].pop(t)
+
+
+def start_video(predictor, size, num_frames, num_objects, keep, router, text, tmp: Path) -> dict[str, Any]:
+    """Configure, prompt every object on frame 0, and return a lazily-run tracking job."""
+    predictor.configure_pruning(keep_ratio=keep, router=router if keep < 1.0 else None)
+    video = SyntheticVideo(size, num_frames, num_objects)
+    state = make_state(predictor, video, tmp)
+    predictor.set_video_text(state, text)
+    for o in range(num_objects):
+        cx, cy = video.center(o, 0)
+        predictor.add_new_points_or_box(state, 0, o + 1, points=[[cx, cy]], labels=[1])
+    return {"predictor": predictor, "state": state, "gen": predictor.propagate_in_video(state),
+            "frames": {}, "peak_rss": 0}
+
+
+def step(job: dict[str, Any], count_flops: bool = False) -> int:
+    """Run one frame of a job; record its wall time and component stats; evict."""
+    predictor, state = job["predictor"], job["state"]
+    predictor.count_flops = count_flops
+    t0 = time.perf_counter()
+    f, _, _ = next(job["gen"])
+    wall = (time.perf_counter() - t0) * 1000.0
+    predictor.count_flops = False
+    stats = dict(state[STATS_KEY].get(f, {}))
+    stats["wall_ms"] = wall
+    job["frames"][f] = stats
+    evict(predictor, state, f)
+    job["peak_rss"] = max(job["peak_rss"], process_memory_bytes("cpu"))
+    return f
+
+
+def finish(job: dict[str, Any]) -> dict[str, Any]:
+    for _ in job["gen"]:  # drain (nothing left when every frame was stepped)
+        pass
+    state = job["state"]
+    return {"frames": job["frames"], "bank": memory_bank_stats(state), "peak_rss_sampled": job["peak_rss"],
+            "keyframes": state.get("fastsam2_router", {}).get("keyframes", 0)}
+
+
+def run_lockstep(configs: dict[str, tuple[Any, float]], size, num_frames, num_objects, router, text,
+                 tmp: Path) -> dict[str, dict[str, Any]]:
+    """Track the same video with every config, frame by frame in turn.
+
+    On a shared CPU the load drifts over minutes; interleaving the configs frame
+    by frame exposes them to the same drift, so their ratios stay meaningful.
+    The last frame runs under the FLOP counter.
+    """
+    jobs = {label: start_video(p, size, num_frames, num_objects, keep, router, text, tmp)
+            for label, (p, keep) in configs.items()}
+    for t in range(num_frames):
+        for label, job in jobs.items():
+            step(job, count_flops=(t == num_frames - 1))
+        if t % 4 == 3 or t == num_frames - 1:
+            last = {lb: round(j["frames"][t]["wall_ms"]) for lb, j in jobs.items()}
+            log(f"[{size}] x{num_objects} frame {t}: wall ms {last}")
+    return {label: finish(job) for label, job in jobs.items()}
+
+
+def run_video(predictor, size, num_frames, num_objects, keep, router, text, tmp: Path) -> dict[str, Any]:
+    """Track one video with one config (the RSS child)."""
+    job = start_video(predictor, size, num_frames, num_objects, keep, router, text, tmp)
+    for _ in range(num_frames):
+        step(job)
+    return finish(job)
+
+
+def steady_frames(frames: dict[int, Any], num_maskmem: int, flops_frame: int | None) -> list[int]:
+    """Frames after the memory bank is full, minus the FLOP-counted one."""
+    return [f for f in frames if f >= num_maskmem and f != flops_frame] or list(frames)
+
+
+def summarize(run: dict[str, Any], num_maskmem: int, flops_frame: int | None) -> dict[str, Any]:
+    """Medians over frames after the bank is full (and not the FLOP-counted frame)."""
+    frames = run["frames"]
+    steady = steady_frames(frames, num_maskmem, flops_frame)
+    ms = {c: statistics.median(frames[f][f"ms_{c}"] for f in steady) for c in COMPONENTS}
+    ms["total"] = statistics.median(frames[f]["wall_ms"] for f in steady)
+    out: dict[str, Any] = {
+        "ms_per_frame": {k: round(v, 1) for k, v in ms.items()},
+        "ms_per_frame_mean_total": round(statistics.mean(frames[f]["wall_ms"] for f in steady), 1),
+        "frames_timed": len(steady),
+        "tokens_kept_fraction": round(
+            sum(frames[f]["tokens_kept"] for f in steady) / max(1, sum(frames[f]["tokens_total"] for f in steady)), 4
+        ),
+        "bank_bytes_per_frame": round(run["bank"]["bank_bytes_per_frame"]),
+        "state_bytes_per_frame": round(run["bank"]["total_bytes"] / max(1, run["bank"]["frames"])),
+        "router_keyframes": run["keyframes"],
+    }
+    if flops_frame is not None and flops_frame in frames:
+        g = {c: round(frames[flops_frame].get(f"gflops_{c}", 0.0), 2) for c in COMPONENTS}
+        g["total"] = round(sum(g.values()), 2)
+        out["gflops_per_frame"] = g
+    return out
+
+
+def build(size: int, threads: int):
+    torch.set_num_threads(threads)
+    return build_video_predictor(
+        "sam2.1_hiera_t", image_size=size, device="cpu", random_weights=True, predictor_target=PREDICTOR_TARGET
+    )
+
+
+def build_bench_router(semantic: str, clip_model: str):
+    from fastsam2.tracking.router import build_router
+
+    return build_router(semantic=semantic, clip_model=clip_model, clip_random_weights=True)
+
+
+def bench_size(args, size: int, router, tmp: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Stock and every keep ratio on one video, lockstep; then the multi-object video."""
+    keeps = [1.0, *args.keep]
+    predictors = {k: build(size, args.threads) for k in dict.fromkeys(keeps + list(args.multi_keep))}
+    nm = predictors[1.0].num_maskmem
+    flops_frame = args.frames - 1
+    label = lambda k: "stock" if k == 1.0 else str(k)  # noqa: E731
+    log(f"[{size}] {len(keeps)} configs x {args.frames} frames, lockstep")
+    runs = run_lockstep({label(k): (predictors[k], k) for k in keeps}, size, args.frames, 1, router, args.text, tmp)
+    results = {lb: summarize(r, nm, flops_frame) for lb, r in runs.items()}
+    _add_ratios(results, runs, nm, flops_frame)
+    multi = None
+    if args.objects > 1:
+        mk = [1.0, *args.multi_keep]
+        runs = run_lockstep({label(k): (predictors[k], k) for k in mk}, size, args.frames, args.objects, router,
+                            args.text, tmp)
+        multi = {"num_objects": args.objects, **{lb: summarize(r, nm, flops_frame) for lb, r in runs.items()}}
+        _add_ratios(multi, runs, nm, flops_frame)
+    return results, multi
+
+
+def _add_ratios(block: dict[str, Any], runs: dict[str, Any], num_maskmem: int, flops_frame: int) -> None:
+    """Ratios against stock; ``speedup_paired`` is the median of per-frame ratios
+    (each frame's configs ran back to back, so this is the least load-sensitive)."""
+    stock = block["stock"]
+    sf = runs["stock"]["frames"]
+    for label, r in block.items():
+        if not isinstance(r, dict) or "ms_per_frame" not in r:
+            continue
+        r["speedup"] = round(stock["ms_per_frame"]["total"] / r["ms_per_frame"]["total"], 2)
+        frames = runs[label]["frames"]
+        steady = steady_frames(frames, num_maskmem, flops_frame)
+        r["speedup_paired"] = round(statistics.median(sf[f]["wall_ms"] / frames[f]["wall_ms"] for f in steady), 2)
+        r["mem_attn_speedup"] = round(
+            stock["ms_per_frame"]["memory_attention"] / max(r["ms_per_frame"]["memory_attention"], 1e-3), 2
+        )
+        r["bank_ratio"] = round(r["bank_bytes_per_frame"] / stock["bank_bytes_per_frame"], 3)
+        if "gflops_per_frame" in r and "gflops_per_frame" in stock:
+            r["gflops_ratio"] = round(r["gflops_per_frame"]["total"] / stock["gflops_per_frame"]["total"], 3)
+            ma = stock["gflops_per_frame"]["memory_attention"]
+            r["mem_attn_gflops_ratio"] = round(r["gflops_per_frame"]["memory_attention"] / ma, 3) if ma else None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so it covers only what follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _vm_hwm() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_child(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one video in this (fresh) process; report its peak RSS.
+
+    ``peak_rss`` is the process peak (ru_maxrss, model building included);
+    ``peak_rss_tracking`` the peak while tracking (VmHWM reset after building).
+    """
+    predictor = build(cfg["size"], cfg["threads"])
+    router = build_bench_router(cfg["semantic"], cfg["clip_model"]) if cfg["keep"] < 1.0 else None
+    reset = _reset_peak_rss()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_video(predictor, cfg["size"], cfg["frames"], 1, cfg["keep"], router, cfg["text"], Path(tmp))
+    return {
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_tracking": _vm_hwm() if reset else None,
+        "peak_rss_sampled": run["peak_rss_sampled"],
+        "bank_bytes": run["bank"]["bank_bytes"],
+    }
+
+
+def bench_rss(args, size: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for keep in args.rss_keep:
+        label = "stock" if keep == 1.0 else str(keep)
+        res = {}
+        for name, n in (("short", args.rss_frames), ("long", 4 * args.rss_frames)):
+            cfg = {"size": size, "frames": n, "keep": keep, "threads": args.threads, "semantic": args.semantic,
+                   "clip_model": args.clip_model, "text": args.text}
+            log(f"[{size}] RSS keep={label} {name} video ({n} frames, fresh process)")
+            proc = subprocess.run(
+                [sys.executable, __file__, "--_rss-child", json.dumps(cfg)], capture_output=True, text=True, check=True
+            )
+            res[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[label] = {
+            "short_frames": args.rss_frames,
+            "long_frames": 4 * args.rss_frames,
+            "short_peak_rss": res["short"]["peak_rss"],
+            "long_peak_rss": res["long"]["peak_rss"],
+            "growth": round(res["long"]["peak_rss"] / res["short"]["peak_rss"] - 1, 4),
+        }
+        if res["short"].get("peak_rss_tracking") and res["long"].get("peak_rss_tracking"):
+            out[label]["short_peak_rss_tracking"] = res["short"]["peak_rss_tracking"]
+            out[label]["long_peak_rss_tracking"] = res["long"]["peak_rss_tracking"]
+            out[label]["growth_tracking"] = round(
+                res["long"]["peak_rss_tracking"] / res["short"]["peak_rss_tracking"] - 1, 4
+            )
+        log(f"[{size}] RSS keep={label}: {out[label]}")
+    return out
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--image-size", type=int, action="append", help="repeatable; default 1024 and 512")
+    ap.add_argument("--frames", type=int, default=20, help="frames per video (>= 16)")
+    ap.add_argument("--json", type=Path, help="also write the JSON here")
+    ap.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.3, 0.1])
+    ap.add_argument("--objects", type=int, default=3, help="objects in the multi-object run (1 = skip it)")
+    ap.add_argument("--multi-keep", type=float, nargs="+", default=[0.3])
+    ap.add_argument("--rss-frames", type=int, default=8, help="short video for RSS; the long one is 4x")
+    ap.add_argument("--rss-keep", type=float, nargs="*", default=[0.3], help="keep ratios to measure RSS for")
+    ap.add_argument("--semantic", default="clip", choices=["clip", "paper", "none"])
+    ap.add_argument("--clip-model", default="ViT-B-16")
+    ap.add_argument("--text", default="a red ball")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--_rss-child", dest="rss_child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    if args.rss_child:
+        print(json.dumps(rss_child(json.loads(args.rss_child))))
+        return {}
+    if args.frames < 16:
+        ap.error("--frames must be >= 16 so the memory bank is full")
+    sizes = args.image_size or [1024, 512]
+    router = build_bench_router(args.semantic, args.clip_model)
+    report: dict[str, Any] = {
+        "model": "sam2.1_hiera_t (random weights)",
+        "device": "cpu",
+        "threads": args.threads,
+        "frames": args.frames,
+        "router": {"semantic": args.semantic, "clip_model": f"{args.clip_model} (random weights)",
+                   "uncertainty": router.config.uncertainty, "text": args.text},
+        "results": {},
+        "multi_object": {},
+        "rss": {},
+    }
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            results, multi = bench_size(args, size, router, Path(tmp))
+            report["results"][str(size)] = results
+            if multi is not None:
+                report["multi_object"][str(size)] = multi
+            if args.rss_keep:
+                report["rss"][str(size)] = bench_rss(args, size)
+    # Top-level: the largest image size, keep 0.3 (or the first keep measured).
+    first = report["rss"].get(str(max(sizes)), {})
+    report["rss_growth"] = first.get("0.3", next(iter(first.values()), {})).get("growth") if first else None
+    report["wall_s"] = round(time.time() - t0, 1)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Keep ratio 1.0 reproduces stock SAM2 exactly (same weights, click prompt, 4 frames).
+
+Two paths are checked: the default one (sam2's own code plus timers) and the
+pruned code path forced with every token kept (our memory gathering, RoPE
+gathered by index, our memory-attention forward).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastsam2.models.sam2 import STOCK_PREDICTOR, build_video_predictor
+from fastsam2.schema import COMPONENTS
+from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY, memory_bank_bytes
+
+NUM_FRAMES = 4
+CLICK = [[48.0, 60.0]]
+
+
+def write_video(folder: Path, num_frames: int = NUM_FRAMES) -> Path:
+    """A red disc moving over a random background, as JPEGs (160x120)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    bg = np.array(Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((160, 120)))
+    yy, xx = np.mgrid[:120, :160]
+    for t in range(num_frames):
+        im = bg.copy()
+        im[(xx - 48 - 6 * t) ** 2 + (yy - 60) ** 2 < 18**2] = (240, 30, 30)
+        Image.fromarray(im).save(folder / f"{t:05d}.jpg")
+    return folder
+
+
+def track(target: str, video: Path, **pruning) -> tuple[dict, dict[int, torch.Tensor]]:
+    predictor = build_video_predictor(
+        "sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True, predictor_target=target
+    )
+    if pruning:
+        predictor.configure_pruning(**pruning)
+    state = predictor.init_state(str(video))
+    predictor.add_new_points_or_box(state, 0, 1, points=CLICK, labels=[1])
+    masks = {f: m.clone() for f, _, m in predictor.propagate_in_video(state)}
+    return state, masks
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("exact") / "video")
+
+
+@pytest.fixture(scope="module")
+def stock(video):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return track(STOCK_PREDICTOR, video)
+
+
+def assert_identical(a: tuple[dict, dict], b: tuple[dict, dict]) -> None:
+    (sa, ma), (sb, mb) = a, b
+    assert ma.keys() == mb.keys() == set(range(NUM_FRAMES))
+    for f in ma:
+        assert torch.equal(ma[f], mb[f]), f"video-res masks differ on frame {f}"
+    oa, ob = sa["output_dict_per_obj"][0], sb["output_dict_per_obj"][0]
+    for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+        assert oa[key].keys() == ob[key].keys()
+        for t in oa[key]:
+            x, y = oa[key][t], ob[key][t]
+            assert torch.equal(x["pred_masks"], y["pred_masks"]), (key, t)
+            assert torch.equal(x["maskmem_features"], y["maskmem_features"]), (key, t)
+            assert torch.equal(x["obj_ptr"], y["obj_ptr"]), (key, t)
+            assert torch.equal(x["object_score_logits"], y["object_score_logits"]), (key, t)
+            assert y.get("maskmem_indices") is None
+
+
+def test_keep_one_is_stock_bit_for_bit(video, stock):
+    ours = track(PREDICTOR_TARGET, video, keep_ratio=1.0)
+    assert_identical(stock, ours)
+    # The stats path only adds timers: every frame has every component key.
+    stats = ours[0][STATS_KEY]
+    assert set(stats) == set(range(NUM_FRAMES))
+    for f, s in stats.items():
+        assert all(f"ms_{c}" in s for c in COMPONENTS)
+        assert s["tokens_kept"] == s["tokens_total"] == 16 * 16
+    assert stats[1]["ms_memory_attention"] > 0 and stats[1]["ms_image_encoder"] > 0
+    assert memory_bank_bytes(ours[0]) == memory_bank_bytes(stock[0])
+
+
+def test_pruned_code_path_with_every_token_kept_is_stock(video, stock):
+    ours = track(PREDICTOR_TARGET, video, keep_ratio=1.0, subset_at_full_keep=True)
+    assert_identical(stock, ours)
