@@ -338,11 +338,6 @@ def cluster_options(fn):
     return fn
 
 
-_JOB_KEYS = ("output", "config_file", "sam2_config", "sam2_checkpoint", "random_weights", "image_size", "device",
-             "point", "box", "text", "prompts", "keep_ratio", "router_weights", "caption_backend", "caption_model",
-             "caption_endpoint", "max_frames", "storage_options", "track_gpus", "track_actors")
-
-
 @click.command("submit")
 @click.argument("inputs", nargs=-1)
 @job_options
@@ -367,7 +362,7 @@ def submit_command(inputs: tuple[str, ...], address, auth_token, auth_token_file
                    runtime_env_file, package, extras, forward_aws_env, forward_aws_credentials, submission_id,
                    entrypoint_num_cpus, dry_run, **kw: Any) -> None:
     """Submit the same job as `run` to a Ray cluster; prints the submission id."""
-    cfg = build_config(inputs, **{k: kw.get(k) for k in _JOB_KEYS})
+    cfg = build_config(inputs, **kw)  # kw: exactly the job options `run` has
     check_resources(cfg)
     local = _absolutize(cfg)
     if local:
