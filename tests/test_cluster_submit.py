@@ -66,6 +66,11 @@ class Head:
 @pytest.fixture(scope="module")
 def ray_head():
     """A real Ray head on loopback with token auth; stopped (only its own processes) at the end."""
+    import ray._private.utils
+
+    missing = ray._private.utils.get_dashboard_dependency_error()
+    if missing:  # the Jobs API lives in the dashboard: it needs ray[default]
+        pytest.skip(f"the Ray dashboard / Jobs API needs ray[default] ({missing}); install 'ray[data,default]'")
     tmp = tempfile.mkdtemp(prefix="fs2h-", dir="/tmp")  # short: Ray's socket paths have a length limit
     token = secrets.token_hex(32)
     token_file = Path(tmp) / "auth_token"
