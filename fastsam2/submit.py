@@ -247,6 +247,16 @@ def redact(runtime_env: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def redact_mapping(value: Any) -> Any:
+    """Recursively replace values under secret-looking keys (storage_options: key, secret, token, ...)."""
+    if isinstance(value, dict):
+        return {k: "***" if isinstance(k, str) and any(h in k.upper() for h in (*SECRET_HINTS, "KEY", "PASS"))
+                and not isinstance(v, (dict, list)) else redact_mapping(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_mapping(v) for v in value]
+    return value
+
+
 def _absolutize(cfg) -> list[str]:
     """Local paths in the config refer to the cluster's filesystem: make them absolute, say so."""
     local = []
@@ -378,7 +388,9 @@ def submit_command(inputs: tuple[str, ...], address, auth_token, auth_token_file
             shown = redact(runtime_env)
             shown["working_dir"] = f"<staging: run_job.py, job.json{', fastsam2/' if package == 'working-dir' else ''}>"
             click.echo(json.dumps({"submission_id": job_id, "entrypoint": entrypoint, "runtime_env": shown,
-                                   "job_config": json.loads(cfg.model_dump_json())}, indent=1))
+                                   "job_config": {**json.loads(cfg.model_dump_json()),
+                                                  "storage_options": redact_mapping(cfg.storage_options)}},
+                                  indent=1))
             return
         address = resolve_address(address)
         auth = resolve_token(auth_token, auth_token_file)

@@ -143,6 +143,13 @@ def test_aws_settings_travel_by_default_and_credentials_only_when_asked(clean_en
     assert not any(k.startswith("AWS_") for k in env)
 
 
+def test_dry_run_hides_secrets_in_storage_options(clean_env):
+    opts = json.dumps({"key": "AKIAEXAMPLE", "secret": SECRET, "client_kwargs": {"region_name": "eu-west-1"}})
+    plan = _dry_run("--storage-options", opts)
+    shown = plan["job_config"]["storage_options"]
+    assert shown == {"key": "***", "secret": "***", "client_kwargs": {"region_name": "eu-west-1"}}
+
+
 def test_dry_run_shows_the_job_it_would_submit(clean_env):
     plan = _dry_run("--track-gpus", "0.5", "--submission-id", "my-job")
     assert plan["submission_id"] == "my-job"
