@@ -300,14 +300,15 @@ def follow(client, job_id: str, address: str, auth: AuthToken, timeout: float | 
             sys.stdout.flush()
 
     if stream_logs:
+        from ray.exceptions import AuthenticationError
+
         try:
-            with api_errors(address, auth, job_id):
-                asyncio.run(asyncio.wait_for(_tail(), timeout))
+            asyncio.run(asyncio.wait_for(_tail(), timeout))
         except asyncio.TimeoutError:
             pass
-        except click.ClickException:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the log stream is best effort; status below decides
+        except AuthenticationError as exc:
+            raise _auth_failure(address, auth, 403 if "Authentication failed" in str(exc) else 401) from None
+        except Exception as exc:  # noqa: BLE001 - the log stream is best effort; the status below decides
             click.echo(f"(log stream ended: {type(exc).__name__}; polling the job's status)", err=True)
     while True:
         with api_errors(address, auth, job_id):
