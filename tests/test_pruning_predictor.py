@@ -24,7 +24,6 @@ from fastsam2.tracking.pruned_predictor import (
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import ClipDenseSimilarity
 
-
 GRID_TOKENS = 16 * 16  # image_size 256
 NUM_FRAMES = 4
 

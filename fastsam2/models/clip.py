@@ -11,8 +11,9 @@ config overrides; tests use it because a ViT-B forward is too slow for CI.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -150,7 +150,6 @@ class _FrameCtx:
     frame_idx: int
     obj_idx: int | None = None
     kept: Tensor | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
@@ -194,7 +193,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
         if router is None and (keep_ratio < 1.0 or subset_at_full_keep):
             router = Router(RouterConfig(semantic="none"))
-        expected = (router.meta.get("sam2_config") if router is not None else None)
+        expected = router.meta.get("sam2_config") if router is not None else None
         mine = getattr(self, "config_name", None)
         if expected and mine and expected != mine:
             log.warning("router weights were trained on %s, this predictor is %s", expected, mine)
@@ -505,7 +504,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
                 pos_and_ptrs.append((t_diff, o["obj_ptr"]))
         if not pos_and_ptrs:
             return None, None
-        pos_list, ptrs_list = zip(*pos_and_ptrs)
+        pos_list, ptrs_list = zip(*pos_and_ptrs, strict=True)
         obj_ptrs = torch.stack(ptrs_list, dim=0)
         if self.add_tpos_enc_to_obj_ptrs:
             t_diff_max = max_ptrs - 1

@@ -113,8 +113,9 @@ def load_target(path: Path, grid: tuple[int, int], dilation: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def extract_features(cfg: TrainConfig, predictor, router: Router,
-                     frames: list[tuple[str, Path, Path]]) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+def extract_features(
+    cfg: TrainConfig, predictor, router: Router, frames: list[tuple[str, Path, Path]]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """Per frame: MLP inputs with text, without text, and token targets."""
     grid = (predictor.sam_image_embedding_size,) * 2
     trunk = predictor.image_encoder.trunk
@@ -128,7 +129,7 @@ def extract_features(cfg: TrainConfig, predictor, router: Router,
         tokens = backbone["backbone_fpn"][-1].flatten(2).transpose(1, 2)  # [1, HW, C]
         unc = router.uncertainty_from_taps(taps, trunk, grid)
         text = cfg.text or sequence_text(seq)
-        sem = router.semantic_map({}, 0, None, tokens, text, lambda: image, grid, None)
+        sem = router.semantic_map({}, 0, None, tokens, text, lambda im=image: im, grid, None)
         with_text.append(mlp_features(tokens, sem, unc)[0].cpu())
         without_text.append(mlp_features(tokens, None, unc)[0].cpu() if sem is not None else with_text[-1])
         targets.append(load_target(ann_path, grid, cfg.target_dilation))
@@ -149,7 +150,7 @@ def train_mlp(with_text: list[torch.Tensor], without_text: list[torch.Tensor], t
     losses = []
     for epoch in range(cfg.epochs):
         # Text dropout: per frame, with or without the semantic channel.
-        x = torch.cat([w if rng.random() >= cfg.text_dropout else wo for w, wo in zip(with_text, without_text)])
+        x = torch.cat([w if rng.random() >= cfg.text_dropout else wo for w, wo in zip(with_text, without_text, strict=True)])
         y = targets.reshape(-1)
         order = torch.randperm(y.numel())
         total, count = 0.0, 0
