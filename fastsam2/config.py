@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ObjectPrompt(BaseModel):
@@ -52,8 +52,20 @@ class StageResources(BaseModel):
     max_actors: int = 1
     batch_size: int = 1
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "StageResources":
+        if self.num_gpus < 0 or self.num_cpus < 0:
+            raise ValueError("num_gpus and num_cpus cannot be negative")
+        if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
+            raise ValueError(f"more than one GPU per actor must be a whole number, got {self.num_gpus}")
+        if not 1 <= self.min_actors <= self.max_actors:
+            raise ValueError(f"need 1 <= min_actors <= max_actors, got {self.min_actors} and {self.max_actors}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        return self
 
-def _default_resources() -> dict[str, StageResources]:
+
+def default_resources() -> dict[str, StageResources]:
     return {
         "propose": StageResources(num_gpus=0.0, num_cpus=1),
         "caption": StageResources(num_gpus=0.0, num_cpus=1),
@@ -120,7 +132,7 @@ class JobConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     pruning: PruningConfig = Field(default_factory=PruningConfig)
     prompts: PromptConfig = Field(default_factory=PromptConfig)
-    resources: dict[str, StageResources] = Field(default_factory=_default_resources)
+    resources: dict[str, StageResources] = Field(default_factory=default_resources)
     max_frames: int | None = None
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     # Test-only fault injection: kill the tracking actor's process once, at this frame;
@@ -129,7 +141,7 @@ class JobConfig(BaseModel):
     fault_marker: str | None = None
 
     def resource(self, stage: str) -> StageResources:
-        return self.resources.get(stage) or _default_resources().get(stage, StageResources())
+        return self.resources.get(stage) or default_resources().get(stage, StageResources())
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "JobConfig":

@@ -1,6 +1,6 @@
 """``submit``, ``status`` and ``stop``: the same job as ``run``, on a Ray cluster, through the Jobs API.
 
-``submit`` builds the JobConfig exactly as ``run`` does (``fastsam2.cli.build_config``),
+``submit`` builds the JobConfig exactly as ``run`` does (``fastsam2.cli_options.build_config``),
 writes it as ``job.json`` into a small staging folder together with ``jobs/run_job.py``
 (and, with ``--package working-dir``, the local ``fastsam2`` source), and hands that folder
 to :class:`ray.job_submission.JobSubmissionClient` as the job's ``working_dir``. The
@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 import click
 
-from fastsam2.cli import build_config, job_options
+from fastsam2.cli_options import build_config, job_options
 
 ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 TOKEN_FILE_DEFAULT = Path("~/.ray/auth_token")
@@ -476,16 +476,3 @@ def _ts(ms: int | None) -> str | None:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _register_with_cli() -> None:
-    """fastsam2.cli registers these commands when it is imported first; when this module is
-    imported first (``from fastsam2 import submit``), that registration sees a half-imported
-    module and skips it, so register here too (idempotent)."""
-    from fastsam2.cli import main
-
-    for cmd in (submit_command, status_command, stop_command):
-        main.commands.setdefault(cmd.name, cmd)
-
-
-_register_with_cli()

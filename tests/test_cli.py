@@ -75,3 +75,17 @@ def test_help_lists_the_commands():
     assert r.exit_code == 0
     for cmd in ("run", "demo"):
         assert cmd in r.output
+
+
+def test_per_stage_resources_from_flags(tmp_path):
+    cfg = build_config(("a.mp4",), output="o", resource_overrides=("propose.num_gpus=0.25", "track.max_actors=4"),
+                       track_gpus=0.5)
+    assert cfg.resource("propose").num_gpus == 0.25
+    assert cfg.resource("track").max_actors == 4 and cfg.resource("track").num_gpus == 0.5
+    assert cfg.resource("caption").num_cpus == 1  # untouched stages keep their defaults
+    r = invoke("run", "a.mp4", "-o", "o", "--resource", "track.gpus=1")
+    assert r.exit_code == 2 and "STAGE.FIELD=VALUE" in r.output
+    r = invoke("run", "a.mp4", "-o", "o", "--resource", "track.num_gpus=1.5")
+    assert r.exit_code == 2 and "whole number" in r.output
+    r = invoke("run", "a.mp4", "-o", "o", "--resource", "track.min_actors=3")
+    assert r.exit_code == 2 and "min_actors <= max_actors" in r.output
