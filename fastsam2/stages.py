@@ -79,7 +79,7 @@ class ProposeStage:
                 reader = FrameReader(task, self.cfg.storage_options, max_frames=self.cfg.max_frames)
                 ap = make_auto_prompt(iter(reader), proposer=self.proposer, masker=self.masker,
                                       user_text=task.text, max_frames=p.max_search_frames,
-                                      threshold=p.min_objectness, caption=False)
+                                      threshold=p.min_objectness, with_caption=False)
                 task.objects = [ObjectPrompt(obj_id=1, point=list(ap.point), box=list(ap.box), frame_idx=ap.frame_idx)]
                 task.objectness = ap.objectness
             except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job

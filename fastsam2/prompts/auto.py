@@ -134,14 +134,14 @@ def make_auto_prompt(
     threshold: float = 0.5,
     box_filter: BoxFilter = BoxFilter(),
     max_words: int = MAX_WORDS,
-    caption: bool = True,
+    with_caption: bool = True,
 ) -> AutoPrompt:
     """Build one video's prompt from its frames (RGB uint8 HxWx3, read lazily).
 
     Models are needed only for the steps that run: ``proposer`` for the box,
     ``masker`` for the click, ``captioner`` for the text. Raises
     :class:`~fastsam2.prompts.proposals.NoProposalError` when no box can be found.
-    ``caption=False`` stops after the click (the pipeline captions in a stage of
+    ``with_caption=False`` stops after the click (the pipeline captions in a stage of
     its own, on other hardware); the phrase is then the user's text or empty.
     """
     sources: dict[str, str] = {}
@@ -197,7 +197,7 @@ def make_auto_prompt(
     if user_text is not None and user_text.strip():
         phrase = user_text.strip()
         sources["text"] = "user"
-    elif not caption:
+    elif not with_caption:
         phrase = ""
         sources["text"] = "none"
     else:
