@@ -92,11 +92,14 @@ class ModelConfig(BaseModel):
 
 class PruningConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    keep_ratio: float = 1.0
+    keep_ratio: float = 0.3
     router_weights: str | None = None
+    # Text relevance: dense CLIP patch-text similarity ("clip"), the paper's
+    # least-squares projection ("paper", which ignores the text's direction), or none.
     semantic: Literal["clip", "paper", "none"] = "clip"
+    # Encoder-block uncertainty: closed-form dropout variance (fast default) or sampled MC.
     uncertainty: Literal["closed_form", "mc", "none"] = "closed_form"
-    mc_samples: int = 5
+    mc_passes: int = 5  # sampled MC dropout passes (the paper's T) when uncertainty='mc'
     clip_model: str = "ViT-B-16"
     clip_pretrained: str | None = "openai"
 

@@ -67,7 +67,8 @@ def test_run_to_s3_with_bad_inputs_then_rerun_is_a_no_op(ray_local, s3_dataset):
     assert set(videos) == set(FRAMES)
     v = videos["vid-c"]
     assert v["num_frames"] == 5 and v["num_objects"] == 2 and v["random_weights"] is True
-    assert v["prompt_source"] == "user" and v["keep_ratio"] == 1.0 and v["image_size"] == 256
+    assert v["prompt_source"] == "user" and v["image_size"] == 256
+    assert v["keep_ratio"] == pytest.approx(0.3) and v["tokens_kept"] == pytest.approx(0.3, abs=0.02)  # the default
     assert v["fps"] > 0 and v["peak_memory_bytes"] > 0 and v["memory_bank_bytes"] > 0
     assert read_table(out, "frames").num_rows == sum(FRAMES.values())
 
