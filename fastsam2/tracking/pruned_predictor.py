@@ -72,11 +72,17 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
+def _mv_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of a matrix-vector product (the closed-form uncertainty uses one)."""
+    return 2 * a_shape[0] * a_shape[1]
+
+
 def flop_counter():
-    """A ``FlopCounterMode`` that also counts attention on CPU (matmuls, convs, SDPA)."""
+    """A ``FlopCounterMode`` that also counts CPU attention and matrix-vector products
+    (besides torch's own matmul and convolution formulas)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    mapping = {}
+    mapping = {torch.ops.aten.mv: _mv_flops}
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if op is not None:
         mapping[op] = _sdpa_cpu_flops
