@@ -312,10 +312,10 @@ def build_router(
     Loads CLIP when the semantic mode needs it, and the trained MLP when
     ``router_weights`` is given. ``None`` for ``semantic``/``uncertainty`` means
     the saved config's value (with weights) or the default (``clip`` and
-    ``closed_form``).
+    ``closed_form``); so does ``None`` for any other ``RouterConfig`` field.
     """
     overrides = {k: v for k, v in (("semantic", semantic), ("uncertainty", uncertainty)) if v is not None}
-    overrides.update(config)
+    overrides.update({k: v for k, v in config.items() if v is not None})  # None = default / saved value
     if router_weights is not None:
         saved = torch.load(router_weights, map_location="cpu", weights_only=False)["router_config"]
         effective = RouterConfig.from_dict({**saved, **overrides})
