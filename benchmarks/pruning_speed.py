@@ -44,12 +44,9 @@ import torch.nn.functional as F
 
 from fastsam2.models.sam2 import build_video_predictor
 from fastsam2.schema import COMPONENTS
-from fastsam2.tracking.pruned_predictor import (
-    PREDICTOR_TARGET,
-    STATS_KEY,
-    memory_bank_stats,
-    process_memory_bytes,
-)
+from fastsam2.tracking.memory_bank import evict_unreachable, memory_bank_stats, process_memory_bytes, windows
+from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
+from fastsam2.tracking.streaming import new_inference_state
 
 SAM2_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 SAM2_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -86,32 +83,17 @@ class SyntheticVideo:
         return (img - SAM2_MEAN) / SAM2_STD
 
 
-def make_state(predictor, video: SyntheticVideo, tmp: Path) -> dict[str, Any]:
-    """A stock inference state whose frames come lazily from ``video``.
-
-    ``init_state`` is run on a one-frame JPEG folder, then its frame source is
-    swapped for the lazy video (what the streaming actor does with its decoder).
-    """
-    from PIL import Image
-
-    d = tmp / "one_frame"
-    d.mkdir(exist_ok=True)
-    Image.new("RGB", (video.size, video.size)).save(d / "00000.jpg")
-    state = predictor.init_state(str(d))
-    state["images"] = video
-    state["num_frames"] = len(video)
-    state["video_height"] = state["video_width"] = video.size
-    state["cached_features"] = {}
+def make_state(predictor, video: SyntheticVideo) -> dict[str, Any]:
+    """The streaming actor's inference state, with frames drawn lazily from ``video``."""
+    state = new_inference_state(predictor, video, video.size, video.size)
     state[STATS_KEY] = {}
     return state
 
 
 def evict(predictor, state: dict[str, Any], frame_idx: int) -> None:
-    """Drop per-frame outputs that can never be read again (as the streaming actor does)."""
-    window = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)
-    for obj_out in state["output_dict_per_obj"].values():
-        for t in [t for t in obj_out["non_cond_frame_outputs"] if t < frame_idx - window]:
-            del obj_out["non_cond_frame_outputs"][t]
+    """Drop what no later frame can read, as the streaming actor does; keep finished frames' stats."""
+    evict_unreachable(predictor, state, frame_idx)
+    _, window = windows(predictor)
     for t in [t for t in state[STATS_KEY] if t < frame_idx - window]:
         state.setdefault("_done_stats", {})[t] = state[STATS_KEY].pop(t)
 
@@ -120,7 +102,7 @@ def start_video(predictor, size, num_frames, num_objects, keep, router, text, tm
     """Configure, prompt every object on frame 0, and return a lazily-run tracking job."""
     predictor.configure_pruning(keep_ratio=keep, router=router if keep < 1.0 else None)
     video = SyntheticVideo(size, num_frames, num_objects)
-    state = make_state(predictor, video, tmp)
+    state = make_state(predictor, video)
     predictor.set_video_text(state, text)
     for o in range(num_objects):
         cx, cy = video.center(o, 0)

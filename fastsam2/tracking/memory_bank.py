@@ -17,10 +17,17 @@ Memory then stays constant however long the video is.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
+from torch import Tensor
+
+#: Key of a frame's kept-token indices in its output dict (pruned predictor only).
+INDICES_KEY = "maskmem_indices"
 
 # Per-frame keys that only the mask-memory window reads (obj_ptr and scores stay longer).
-_MASK_WINDOW_KEYS = ("maskmem_features", "maskmem_pos_enc", "pred_masks", "maskmem_indices")
+_MASK_WINDOW_KEYS = ("maskmem_features", "maskmem_pos_enc", "pred_masks", INDICES_KEY)
 
 
 def windows(predictor) -> tuple[int, int]:
@@ -55,34 +62,77 @@ def evict_unreachable(predictor, inference_state: dict, frame_idx: int) -> int:
     return touched
 
 
-def _tensor_bytes(value) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    return 0
+def process_memory_bytes(device: torch.device | str | None = None) -> int:
+    """CUDA peak allocated bytes on GPU, current process RSS on CPU."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(dev))
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - non-Linux
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def memory_bank_bytes(inference_state: dict) -> int:
-    """Bytes held in per-frame outputs (memory features, kept indices, masks, pointers).
+def memory_bank_stats(inference_state: dict[str, Any]) -> dict[str, int | float]:
+    """Bytes held per kind across all objects and frames, plus bytes per stored frame.
 
-    ``maskmem_pos_enc`` is a view of one cached constant, so it is not counted per
-    frame. Works for stock and pruned predictors alike.
+    Works for the stock predictor too (dense memory, no indices). ``bank_bytes``
+    is what memory attention reads (features + indices + object pointers);
+    ``mask_bytes`` the stored low-res mask logits.
+    """
+    feats = idx = ptr = masks = 0
+    frames = 0
+    for obj_out in inference_state.get("output_dict_per_obj", {}).values():
+        for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            for out in obj_out[key].values():
+                frames += 1
+                for name, t in (("f", out.get("maskmem_features")), ("i", out.get(INDICES_KEY)),
+                                ("p", out.get("obj_ptr")), ("m", out.get("pred_masks"))):
+                    if not isinstance(t, Tensor):
+                        continue
+                    n = t.numel() * t.element_size()
+                    if name == "f":
+                        feats += n
+                    elif name == "i":
+                        idx += n
+                    elif name == "p":
+                        ptr += n
+                    else:
+                        masks += n
+    bank = feats + idx + ptr
+    return {
+        "bank_bytes": bank,
+        "feature_bytes": feats,
+        "index_bytes": idx,
+        "obj_ptr_bytes": ptr,
+        "mask_bytes": masks,
+        "total_bytes": bank + masks,
+        "frames": frames,
+        "bank_bytes_per_frame": bank / frames if frames else 0.0,
+    }
+
+
+def memory_bank_bytes(inference_state: dict[str, Any], include_masks: bool = True) -> int:
+    """Bytes of maskmem_features + indices + obj_ptr (+ pred_masks) over all objects and frames."""
+    s = memory_bank_stats(inference_state)
+    return int(s["total_bytes"] if include_masks else s["bank_bytes"])
+
+
+
+def frame_entry_bytes(inference_state: dict[str, Any], frame_idx: int) -> int:
+    """Bank bytes one frame adds (features + indices + object pointer, all objects).
+
+    This is what stock SAM2 accumulates per frame for the whole video.
     """
     total = 0
     for obj_out in inference_state["output_dict_per_obj"].values():
         for bucket in ("cond_frame_outputs", "non_cond_frame_outputs"):
-            for out in obj_out[bucket].values():
-                for key, value in out.items():
-                    if key != "maskmem_pos_enc":
-                        total += _tensor_bytes(value)
-    return total
-
-
-def frame_entry_bytes(inference_state: dict, frame_idx: int) -> int:
-    """Bytes one frame adds to the bank (all objects): what stock SAM2 accumulates per frame."""
-    total = 0
-    for obj_out in inference_state["output_dict_per_obj"].values():
-        for bucket in ("cond_frame_outputs", "non_cond_frame_outputs"):
-            out = obj_out[bucket].get(frame_idx)
-            if out:
-                total += sum(_tensor_bytes(v) for k, v in out.items() if k != "maskmem_pos_enc")
+            out = obj_out[bucket].get(frame_idx) or {}
+            for key in ("maskmem_features", INDICES_KEY, "obj_ptr"):
+                t = out.get(key)
+                if isinstance(t, Tensor):
+                    total += t.numel() * t.element_size()
     return total

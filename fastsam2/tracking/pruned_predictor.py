@@ -29,7 +29,6 @@ around the components (``inference_state["fastsam2_stats"]``).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -42,6 +41,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 from torch import Tensor
 
 from fastsam2.schema import COMPONENTS
+from fastsam2.tracking.memory_bank import INDICES_KEY, memory_bank_bytes, memory_bank_stats, process_memory_bytes  # noqa: F401 (re-exported)
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import capture_encoder_taps, prior_from_masks
 from fastsam2.tracking.subset_attention import memory_attention_subset
@@ -53,7 +53,6 @@ STATS_KEY = "fastsam2_stats"  # {frame_idx: {"ms_<component>": float, "tokens_ke
 ROUTER_CACHE_KEY = "fastsam2_router"  # per-video router cache (uncertainty, keyframe semantics)
 TEXT_KEY = "fastsam2_text"  # the video's text phrase (or None)
 #: Key added to per-frame output dicts: flat indices of the stored memory tokens (None = dense).
-INDICES_KEY = "maskmem_indices"
 
 PREDICTOR_TARGET = "fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor"
 
@@ -87,65 +86,6 @@ def flop_counter():
     if op is not None:
         mapping[op] = _sdpa_cpu_flops
     return FlopCounterMode(display=False, custom_mapping=mapping)
-
-
-def process_memory_bytes(device: torch.device | str | None = None) -> int:
-    """CUDA peak allocated bytes on GPU, current process RSS on CPU."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(dev))
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # pragma: no cover - non-Linux
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def memory_bank_stats(inference_state: dict[str, Any]) -> dict[str, int | float]:
-    """Bytes held per kind across all objects and frames, plus bytes per stored frame.
-
-    Works for the stock predictor too (dense memory, no indices). ``bank_bytes``
-    is what memory attention reads (features + indices + object pointers);
-    ``mask_bytes`` the stored low-res mask logits.
-    """
-    feats = idx = ptr = masks = 0
-    frames = 0
-    for obj_out in inference_state.get("output_dict_per_obj", {}).values():
-        for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
-            for out in obj_out[key].values():
-                frames += 1
-                for name, t in (("f", out.get("maskmem_features")), ("i", out.get(INDICES_KEY)),
-                                ("p", out.get("obj_ptr")), ("m", out.get("pred_masks"))):
-                    if not isinstance(t, Tensor):
-                        continue
-                    n = t.numel() * t.element_size()
-                    if name == "f":
-                        feats += n
-                    elif name == "i":
-                        idx += n
-                    elif name == "p":
-                        ptr += n
-                    else:
-                        masks += n
-    bank = feats + idx + ptr
-    return {
-        "bank_bytes": bank,
-        "feature_bytes": feats,
-        "index_bytes": idx,
-        "obj_ptr_bytes": ptr,
-        "mask_bytes": masks,
-        "total_bytes": bank + masks,
-        "frames": frames,
-        "bank_bytes_per_frame": bank / frames if frames else 0.0,
-    }
-
-
-def memory_bank_bytes(inference_state: dict[str, Any], include_masks: bool = True) -> int:
-    """Bytes of maskmem_features + indices + obj_ptr (+ pred_masks) over all objects and frames."""
-    s = memory_bank_stats(inference_state)
-    return int(s["total_bytes"] if include_masks else s["bank_bytes"])
 
 
 @dataclass

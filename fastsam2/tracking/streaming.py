@@ -11,7 +11,6 @@ the stock predictor and our pruned subclass run through the same loop.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import torch
 from PIL import Image
 
 from fastsam2.config import ObjectPrompt
-from fastsam2.tracking.memory_bank import evict_unreachable, frame_entry_bytes, memory_bank_bytes
+from fastsam2.tracking.memory_bank import evict_unreachable, frame_entry_bytes, memory_bank_bytes, process_memory_bytes
 
 IMG_MEAN = (0.485, 0.456, 0.406)
 IMG_STD = (0.229, 0.224, 0.225)
@@ -148,14 +147,6 @@ def new_inference_state(predictor, images: StreamedFrames, height: int, width: i
     return state
 
 
-def _memory_now(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    import psutil
-
-    return int(psutil.Process(os.getpid()).memory_info().rss)
-
-
 def _scores(probs: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
     inside = masks.flatten(1)
     total = inside.sum(1).clamp(min=1)
@@ -208,8 +199,8 @@ class StreamingTracker:
             frame_bytes = frame_entry_bytes(state, frame_idx)
             if self.bounded_memory:
                 evict_unreachable(p, state, frame_idx)
-            bank = memory_bank_bytes(state)
-            peak = max(peak, _memory_now(device))
+            bank = memory_bank_bytes(state, include_masks=False)
+            peak = max(peak, process_memory_bytes(device))
             now = time.perf_counter()
             stats = dict(state.get("fastsam2_stats", {}).pop(frame_idx, {}) or {})
             yield FrameResult(
