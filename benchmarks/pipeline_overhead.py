@@ -22,7 +22,6 @@ once and prints JSON:
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import shutil
@@ -32,25 +31,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_dataset(root: Path, n_videos: int, frames: int, height: int = 64, width: int = 80) -> Path:
-    """``n_videos`` tiny mp4s (one moving shape each) and a manifest with a first-frame click each."""
-    from fastsam2.synthetic import first_frame_prompts, make_video, write_mp4
-
-    root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n_videos):
-        video = make_video(f"load-{i:03d}", num_frames=frames, height=height, width=width, seed=i)
-        path = write_mp4(video, root / f"load-{i:03d}.mp4")
-        for p in first_frame_prompts(video):
-            rows.append({"uri": str(path), "obj_id": p["obj_id"], "point": "{},{}".format(*p["point"])})
-    manifest = root / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "obj_id", "point"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
 
 
 def check_rows(output: str, n_videos: int, frames: int) -> dict:
@@ -83,11 +63,12 @@ def run_benchmark(n_videos: int = 50, frames: int = 3, image_size: int = 256, he
     from fastsam2.cli import build_config
     from fastsam2.pipeline import run_pipeline
     from fastsam2.storage import read_table
+    from fastsam2.synthetic import write_clip_dataset
 
     own_dir = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="fastsam2-overhead-"))
     try:
-        manifest = make_dataset(work / "videos", n_videos, frames, height, width)
+        manifest = write_clip_dataset(work / "videos", {f"load-{i:03d}": frames for i in range(n_videos)}, height, width)
         output = output or str(work / "out")
         cfg = build_config((str(manifest),), output=output, random_weights=True, image_size=image_size,
                            device="cpu", track_actors=track_actors)

@@ -137,3 +137,27 @@ def write_mp4(video: SyntheticVideo, path: str | Path, fps: int = 10) -> Path:
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_clip_dataset(root: str | Path, frames: dict[str, int], height: int = 64, width: int = 80) -> Path:
+    """One small mp4 per ``{name: num_frames}`` entry (one moving shape each) and a manifest
+    CSV with a first-frame click per object; returns the manifest path.
+
+    What load tests, fault tests and benchmarks feed the pipeline.
+    """
+    import csv
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed, (name, n) in enumerate(frames.items()):
+        video = make_video(name, num_frames=n, height=height, width=width, num_objects=1, seed=seed)
+        path = write_mp4(video, root / f"{name}.mp4")
+        for p in first_frame_prompts(video):
+            rows.append({"uri": str(path), "obj_id": p["obj_id"], "point": "{},{}".format(*p["point"])})
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["uri", "obj_id", "point"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest

@@ -40,6 +40,19 @@ def _isolated_cache(tmp_path_factory):
     os.environ["FASTSAM2_CACHE"] = str(tmp_path_factory.mktemp("fastsam2-cache"))
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs (other than ours) whose command line mentions ``text``, e.g. a private Ray temp dir."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

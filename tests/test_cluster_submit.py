@@ -28,6 +28,7 @@ import s3fs
 
 from fastsam2.storage import read_table
 from fastsam2.synthetic import first_frame_prompts, make_video, write_mp4
+from conftest import processes_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +42,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
 
 
 @dataclass
@@ -115,7 +104,7 @@ def ray_head():
         except ProcessLookupError:
             pass
         for _ in range(20):
-            left = _processes_mentioning(tmp)
+            left = processes_mentioning(tmp)
             if not left:
                 break
             for pid in left:

@@ -7,7 +7,6 @@ real s3fs filesystem (talking to moto) whose first N uploads raise a connection 
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import signal
@@ -26,27 +25,12 @@ from fastsam2 import storage
 from fastsam2.cli import main
 from fastsam2.output import write_video
 from fastsam2.storage import done_video_ids, read_table
-from fastsam2.synthetic import first_frame_prompts, make_video, write_mp4
+from fastsam2.synthetic import write_clip_dataset
+from conftest import processes_mentioning
 
 pytestmark = pytest.mark.slow
 
 ARGS = ["--random-weights", "--image-size", "256", "--device", "cpu"]
-
-
-def make_dataset(root: Path, frames: dict[str, int]) -> Path:
-    """One tiny mp4 per entry (64x80, one object) and a manifest with a first-frame click each."""
-    rows = []
-    for seed, (name, n) in enumerate(frames.items()):
-        video = make_video(name, num_frames=n, height=64, width=80, num_objects=1, seed=seed)
-        path = write_mp4(video, root / f"{name}.mp4")
-        for p in first_frame_prompts(video):
-            rows.append({"uri": str(path), "obj_id": p["obj_id"], "point": "{},{}".format(*p["point"])})
-    manifest = root / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "obj_id", "point"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
 
 
 def assert_each_video_exactly_once(out: str, frames: dict[str, int]) -> None:
@@ -67,7 +51,7 @@ def assert_each_video_exactly_once(out: str, frames: dict[str, int]) -> None:
 
 def test_tracking_actor_killed_mid_video_is_restarted_and_nothing_is_lost(ray_local, s3_env, tmp_path):
     frames = {"kill-a": 4, "kill-b": 4, "kill-c": 3}
-    manifest = make_dataset(tmp_path, frames)
+    manifest = write_clip_dataset(tmp_path, frames)
     marker = tmp_path / "fault-fired"
     cfg = tmp_path / "fault.yaml"
     cfg.write_text(f"fault_kill_at_frame: 2\nfault_marker: {marker}\n")
@@ -154,19 +138,6 @@ def test_persistent_s3_write_errors_fail_without_marking_the_video_done(flaky_s3
 # --------------------------------------------------------------------------- driver killed
 
 
-def _own_processes(marker: str) -> list[int]:
-    """PIDs whose command line mentions ``marker`` (our private Ray temp dir)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
-
-
 def _kill_leftovers(ray_tmp: str, group: int | None = None) -> None:
     """Kill what a run started: its own process group, then anything still using its Ray temp dir."""
     if group is not None and group > 1:
@@ -176,7 +147,7 @@ def _kill_leftovers(ray_tmp: str, group: int | None = None) -> None:
             pass
     deadline = time.time() + 15
     while time.time() < deadline:
-        left = _own_processes(ray_tmp)
+        left = processes_mentioning(ray_tmp)
         if not left:
             return
         for pid in left:
@@ -189,7 +160,7 @@ def _kill_leftovers(ray_tmp: str, group: int | None = None) -> None:
 
 def test_driver_killed_mid_run_then_rerun_resumes_without_duplicates(s3_env, tmp_path):
     frames = {f"drv-{i}": 4 for i in range(6)}
-    manifest = make_dataset(tmp_path, frames)
+    manifest = write_clip_dataset(tmp_path, frames)
     out = f"s3://{s3_env}/resume"
     ray_tmp = tempfile.mkdtemp(prefix="fs2d-", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
