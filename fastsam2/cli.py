@@ -8,7 +8,6 @@ come back as one line naming the cause, not a traceback.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,7 @@ def _run(cfg: JobConfig, address: str | None = None) -> None:
     from fastsam2.sources import InputError
 
     try:
-        summary = run_pipeline(cfg, progress=sys.stderr.isatty(), address=address)
+        summary = run_pipeline(cfg, progress=True, address=address)
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(summary)

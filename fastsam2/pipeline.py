@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 
 from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
@@ -138,14 +139,22 @@ def run_pipeline(cfg: JobConfig, progress: bool = True, address: str | None = No
 
 
 class _progress:
-    """A rich progress bar over videos (or nothing, when disabled)."""
+    """Per-video progress: a rich bar on a terminal, one plain line per video otherwise
+    (job logs, CI), nothing when disabled."""
 
     def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
+        self.enabled, self.total, self.done = enabled, total, 0
+        self.bar = enabled and sys.stderr.isatty()
+
+    def _line(self, vid: str, status: str) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {vid}: {status}", file=sys.stderr, flush=True)
 
     def __enter__(self):
         if not self.enabled:
             return lambda *_: None
+        if not self.bar:
+            return self._line
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._p = Progress(TextColumn("[bold]labelling videos"), BarColumn(), MofNCompleteColumn(),
@@ -155,6 +164,6 @@ class _progress:
         return lambda vid, status: self._p.update(self._task, advance=1, description=f"{vid}: {status}")
 
     def __exit__(self, *exc):
-        if self.enabled:
+        if self.bar:
             self._p.__exit__(*exc)
         return False

@@ -52,6 +52,7 @@ def test_run_to_s3_with_bad_inputs_then_rerun_is_a_no_op(ray_local, s3_dataset):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "3 video(s) labelled, 3 failed" in result.output
+    assert "[6/6]" in result.output and "corrupt: error" in result.output  # per-video progress lines
     assert "RANDOM WEIGHTS" in result.output
 
     masks = read_table(out, "masks")
