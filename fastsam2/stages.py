@@ -168,36 +168,32 @@ class TrackStage:
 
         return hook
 
+    def _label(self, task: VideoTask) -> tuple[dict, str]:
+        """Track one video; any failure becomes its errors/ row."""
+        try:
+            res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task))
+        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
+            log.warning("video %s failed: %s: %s", task.video_id, type(exc).__name__, exc)
+            return {"errors": table_from_rows("errors", [error_row(task, "track", exc, self.cfg.run_id)])}, "error"
+        tables = {
+            "masks": table_from_rows("masks", res.masks),
+            "frames": table_from_rows("frames", res.frames),
+            "videos": table_from_rows("videos", [res.video]),
+        }
+        return tables, "ok"
+
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {"video_id": [], "status": [], "payload": []}
         for task in _tasks(batch):
-            try:
-                if task.error is not None:  # failed in an earlier stage: pass it through
-                    raise _Upstream(task.error)
-                res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task))
-                tables = {
-                    "masks": table_from_rows("masks", res.masks),
-                    "frames": table_from_rows("frames", res.frames),
-                    "videos": table_from_rows("videos", [res.video]),
-                }
-                status = "ok"
-            except _Upstream as up:
-                row = {**up.row, "failed_at": dt.datetime.now(dt.timezone.utc)}
+            if task.error is not None:  # failed in an earlier stage: pass it through
+                row = {**task.error, "failed_at": dt.datetime.now(dt.timezone.utc)}
                 tables, status = {"errors": table_from_rows("errors", [row])}, "error"
-            except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
-                log.warning("video %s failed: %s: %s", task.video_id, type(exc).__name__, exc)
-                tables = {"errors": table_from_rows("errors", [error_row(task, "track", exc, self.cfg.run_id)])}
-                status = "error"
+            else:
+                tables, status = self._label(task)
             out["video_id"].append(task.video_id)
             out["status"].append(status)
             out["payload"].append({name: to_ipc(t) for name, t in tables.items()})
         return {k: np.array(v, dtype=object) for k, v in out.items()}
-
-
-class _Upstream(Exception):
-    def __init__(self, row: dict):
-        super().__init__(row.get("message"))
-        self.row = row
 
 
 class WriteStage:
