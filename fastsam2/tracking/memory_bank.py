@@ -76,32 +76,30 @@ def process_memory_bytes(device: torch.device | str | None = None) -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _nbytes(t: Any) -> int:
+    return t.numel() * t.element_size() if isinstance(t, Tensor) else 0
+
+
 def memory_bank_stats(inference_state: dict[str, Any]) -> dict[str, int | float]:
     """Bytes held per kind across all objects and frames, plus bytes per stored frame.
 
     Works for the stock predictor too (dense memory, no indices). ``bank_bytes``
     is what memory attention reads (features + indices + object pointers);
-    ``mask_bytes`` the stored low-res mask logits.
+    ``mask_bytes`` the stored low-res mask logits. ``bank_bytes_per_frame`` is one
+    memory frame (features + indices + pointer), averaged over the frames whose
+    features are still held: entries past the mask window keep only a pointer.
     """
     feats = idx = ptr = masks = 0
-    frames = 0
+    frames = held = 0
     for obj_out in inference_state.get("output_dict_per_obj", {}).values():
         for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
             for out in obj_out[key].values():
-                frames += 1
-                for name, t in (("f", out.get("maskmem_features")), ("i", out.get(INDICES_KEY)),
-                                ("p", out.get("obj_ptr")), ("m", out.get("pred_masks"))):
-                    if not isinstance(t, Tensor):
-                        continue
-                    n = t.numel() * t.element_size()
-                    if name == "f":
-                        feats += n
-                    elif name == "i":
-                        idx += n
-                    elif name == "p":
-                        ptr += n
-                    else:
-                        masks += n
+                f, i, p = (_nbytes(out.get(k)) for k in ("maskmem_features", INDICES_KEY, "obj_ptr"))
+                feats, idx, ptr = feats + f, idx + i, ptr + p
+                masks += _nbytes(out.get("pred_masks"))
+                if f:
+                    frames += 1
+                    held += f + i + p
     bank = feats + idx + ptr
     return {
         "bank_bytes": bank,
@@ -111,7 +109,7 @@ def memory_bank_stats(inference_state: dict[str, Any]) -> dict[str, int | float]
         "mask_bytes": masks,
         "total_bytes": bank + masks,
         "frames": frames,
-        "bank_bytes_per_frame": bank / frames if frames else 0.0,
+        "bank_bytes_per_frame": held / frames if frames else 0.0,
     }
 
 
@@ -131,8 +129,5 @@ def frame_entry_bytes(inference_state: dict[str, Any], frame_idx: int) -> int:
     for obj_out in inference_state["output_dict_per_obj"].values():
         for bucket in ("cond_frame_outputs", "non_cond_frame_outputs"):
             out = obj_out[bucket].get(frame_idx) or {}
-            for key in ("maskmem_features", INDICES_KEY, "obj_ptr"):
-                t = out.get(key)
-                if isinstance(t, Tensor):
-                    total += t.numel() * t.element_size()
+            total += sum(_nbytes(out.get(k)) for k in ("maskmem_features", INDICES_KEY, "obj_ptr"))
     return total
