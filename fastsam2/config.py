@@ -143,6 +143,14 @@ class JobConfig(BaseModel):
     fault_kill_at_frame: int | None = None
     fault_marker: str | None = None
 
+    @field_validator("resources")
+    @classmethod
+    def _known_stages(cls, v: dict[str, StageResources]) -> dict[str, StageResources]:
+        unknown = sorted(set(v) - set(default_resources()))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {sorted(default_resources())}")
+        return v
+
     def resource(self, stage: str) -> StageResources:
         return self.resources.get(stage) or default_resources().get(stage, StageResources())
 

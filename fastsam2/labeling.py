@@ -25,13 +25,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class VideoResult:
-    """Rows for masks/, frames/ and videos/ (or errors/) of one video."""
+    """Rows for masks/, frames/ and videos/ of one video."""
 
     video_id: str
     masks: list[dict] = field(default_factory=list)
     frames: list[dict] = field(default_factory=list)
     video: dict | None = None
-    error: dict | None = None
 
 
 def error_row(task: VideoTask, stage: str, exc: BaseException, run_id: str) -> dict:
@@ -93,7 +92,7 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
             progress(fr.frame_idx + 1, info.num_frames)
 
     frames = result.frames
-    # Frame 0 carries model warm-up and prompt encoding; steady-state speed is what matters.
+    # The first tracked (prompt) frame carries warm-up and prompt encoding; steady state is what matters.
     steady = frames[1:] or frames
     ms_per_frame = _median([f["ms_total"] for f in steady])
     kept = [f["tokens_kept"] / f["tokens_total"] for f in steady if f["tokens_kept"] and f["tokens_total"]]

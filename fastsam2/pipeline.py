@@ -49,7 +49,7 @@ def plan_tasks(cfg: JobConfig) -> tuple[list[VideoTask], list[VideoTask]]:
     return tasks, [t for t in tasks if t.video_id not in done]
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None) -> None:
     """Join the cluster we run in (RAY_ADDRESS, set by `ray job submit`) or start a local one."""
     import ray
 
@@ -58,7 +58,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, log_to_driver=True)
 
 
 #: Per-actor GPUs on a cluster with GPUs, where the config leaves them at 0:
@@ -66,21 +66,33 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 GPU_DEFAULTS = {"track": 1.0, "propose": 0.25, "caption": 1.0, "write": 0.0}
 
 
-def _gpus_for(cfg: JobConfig, stage: str) -> float:
-    """Per-actor GPUs: as configured, else the defaults above where the cluster has GPUs."""
-    import ray
+def gpu_plan(cfg: JobConfig, stages: list[str], cluster_gpus: float) -> dict[str, float]:
+    """Per-actor GPUs of each stage: as configured, else the defaults above.
 
-    res = cfg.resource(stage)
-    if res.num_gpus or cfg.model.device == "cpu":
-        return res.num_gpus
-    if stage == "caption" and cfg.prompts.caption_backend in ("openai", "none"):
-        return 0.0
-    if ray.cluster_resources().get("GPU", 0) >= 1:
-        return GPU_DEFAULTS.get(stage, 0.0)
-    return 0.0
+    Defaults are scaled down when one actor of every stage would not fit the
+    cluster's GPUs (e.g. all stages on a single-GPU machine share it), since an
+    actor pool whose first actor cannot be placed waits forever.
+    """
+    plan, defaulted = {}, []
+    for stage in stages:
+        res = cfg.resource(stage)
+        if res.num_gpus or cfg.model.device == "cpu" or cluster_gpus < 1:
+            plan[stage] = res.num_gpus
+        elif stage == "caption" and cfg.prompts.caption_backend in ("openai", "none"):
+            plan[stage] = 0.0
+        else:
+            plan[stage] = GPU_DEFAULTS.get(stage, 0.0)
+            defaulted.append(stage)
+    need = sum(plan.values())
+    if need > cluster_gpus >= 1 and defaulted:
+        scale = max(0.0, cluster_gpus - sum(plan[s] for s in stages if s not in defaulted))
+        scale /= sum(plan[s] for s in defaulted) or 1.0
+        for stage in defaulted:
+            plan[stage] = round(plan[stage] * min(1.0, scale), 3)
+    return plan
 
 
-def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str):
+def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, num_gpus: float):
     """``map_batches`` with a pool of stateful actors sized and resourced per the config."""
     from ray.data import ActorPoolStrategy
 
@@ -88,9 +100,9 @@ def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str):
     return ds.map_batches(
         stage_cls,
         fn_constructor_kwargs={"config_json": config_json},
-        compute=ActorPoolStrategy(min_size=res.min_actors, max_size=max(res.min_actors, res.max_actors)),
+        compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
         batch_size=res.batch_size,
-        num_gpus=_gpus_for(cfg, stage),
+        num_gpus=num_gpus,
         num_cpus=res.num_cpus,
         # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1:
         # a killed actor comes back and its batch is processed again from the start.
@@ -106,12 +118,14 @@ def build_dataset(cfg: JobConfig, tasks: list[VideoTask]):
     config_json = cfg.model_dump_json()
     rows = [{"video_id": t.video_id, "task": t.model_dump_json()} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    stages = [("track", TrackStage), ("write", WriteStage)]
     if any(t.prompt_source == "auto" for t in tasks):
-        ds = _actor_stage(ds, ProposeStage, cfg, "propose", config_json)
-        if cfg.prompts.caption_backend != "none" and any(not t.text for t in tasks if t.prompt_source == "auto"):
-            ds = _actor_stage(ds, CaptionStage, cfg, "caption", config_json)
-    ds = _actor_stage(ds, TrackStage, cfg, "track", config_json)
-    return _actor_stage(ds, WriteStage, cfg, "write", config_json)
+        captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in tasks if t.prompt_source == "auto")
+        stages = [("propose", ProposeStage)] + ([("caption", CaptionStage)] if captions else []) + stages
+    gpus = gpu_plan(cfg, [name for name, _ in stages], ray.cluster_resources().get("GPU", 0))
+    for name, stage_cls in stages:
+        ds = _actor_stage(ds, stage_cls, cfg, name, config_json, gpus[name])
+    return ds
 
 
 def run_pipeline(cfg: JobConfig, progress: bool = True, address: str | None = None) -> RunSummary:

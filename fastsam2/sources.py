@@ -92,9 +92,9 @@ def _read_manifest(uri: str, storage_options: dict | None) -> list[VideoTask]:
     fs = filesystem_for(uri, storage_options)
     path = strip_protocol(uri)
     with fs.open(path, "rb") as f:
-        if path.endswith(".csv"):
+        if path.lower().endswith(".csv"):
             table = pcsv.read_csv(f)
-        elif path.endswith(".jsonl"):
+        elif path.lower().endswith(".jsonl"):
             table = pjson.read_json(f)
         else:
             table = pq.read_table(f)
@@ -127,32 +127,53 @@ def discover(inputs: list[str], storage_options: dict | None = None) -> list[Vid
     """
     tasks: list[VideoTask] = []
     for uri in inputs:
-        fs = filesystem_for(uri, storage_options)
-        path = strip_protocol(uri)
-        if any(ch in path for ch in "*?["):
-            matches = sorted(fs.glob(path)) if is_remote(uri) else sorted(globmod.glob(path))
-            if not matches:
-                raise InputError(f"glob {uri} matches nothing")
-            for m in matches:
-                m_uri = _with_protocol(uri, m)
-                if fs.isdir(m):
-                    tasks.extend(_tasks_in_folder(fs, m_uri))
-                elif m.lower().endswith(VIDEO_EXTS):
-                    tasks.append(VideoTask(video_id=video_id_for(m), uri=m_uri, kind="file"))
-            continue
-        if path.lower().endswith(MANIFEST_EXTS):
-            if not fs.exists(path):
-                raise InputError(f"manifest not found: {uri}")
-            tasks.extend(_read_manifest(uri, storage_options))
-        elif fs.isdir(path):
-            found = _tasks_in_folder(fs, uri)
-            if not found:
-                raise InputError(f"no videos or frames found in {uri}")
-            tasks.extend(found)
-        else:
-            # A single video file. A missing one is reported per video, not fatal:
-            # a dataset run should not die for one bad entry.
-            tasks.append(VideoTask(video_id=video_id_for(path), uri=uri, kind="file"))
+        try:
+            tasks.extend(_discover_one(uri, storage_options))
+        except InputError:
+            raise
+        except (OSError, ValueError, ImportError) as exc:  # unknown scheme, credentials, permissions
+            if strip_protocol(uri).lower().endswith(VIDEO_EXTS):
+                # One video we cannot reach: its own errors/ row later, not a dead job.
+                tasks.append(VideoTask(video_id=video_id_for(uri), uri=uri, kind="file"))
+            else:
+                raise InputError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
+    return _unique(tasks)
+
+
+def _discover_one(uri: str, storage_options: dict | None) -> list[VideoTask]:
+    """Tasks of one INPUT (glob, manifest, folder/prefix, or a single video)."""
+    tasks: list[VideoTask] = []
+    fs = filesystem_for(uri, storage_options)
+    path = strip_protocol(uri)
+    if any(ch in path for ch in "*?["):
+        matches = sorted(fs.glob(path)) if is_remote(uri) else sorted(globmod.glob(path))
+        if not matches:
+            raise InputError(f"glob {uri} matches nothing")
+        for m in matches:
+            m_uri = _with_protocol(uri, m)
+            if fs.isdir(m):
+                tasks.extend(_tasks_in_folder(fs, m_uri))
+            elif m.lower().endswith(VIDEO_EXTS):
+                tasks.append(VideoTask(video_id=video_id_for(m), uri=m_uri, kind="file"))
+        return tasks
+    if path.lower().endswith(MANIFEST_EXTS):
+        if not fs.exists(path):
+            raise InputError(f"manifest not found: {uri}")
+        tasks.extend(_read_manifest(uri, storage_options))
+    elif fs.isdir(path):
+        found = _tasks_in_folder(fs, uri)
+        if not found:
+            raise InputError(f"no videos or frames found in {uri}")
+        tasks.extend(found)
+    else:
+        # A single video file. A missing one is reported per video, not fatal:
+        # a dataset run should not die for one bad entry.
+        tasks.append(VideoTask(video_id=video_id_for(path), uri=uri, kind="file"))
+    return tasks
+
+
+def _unique(tasks: list[VideoTask]) -> list[VideoTask]:
+    """Drop repeated URIs; make repeated names unique (``name-1``, ...), in input order."""
     seen: set[str] = set()
     unique: list[VideoTask] = []
     ids: dict[str, int] = {}

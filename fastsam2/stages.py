@@ -28,7 +28,7 @@ def _tasks(batch: dict) -> list[VideoTask]:
 
 
 def _set_threads(cfg: JobConfig, stage: str) -> None:
-    """Use the CPUs this actor was given (Ray pins OMP threads to ``num_cpus``)."""
+    """One torch thread per whole CPU this actor was given (at least one)."""
     import torch
 
     torch.set_num_threads(max(1, int(cfg.resource(stage).num_cpus)))
@@ -172,14 +172,14 @@ class TrackStage:
         """Track one video; any failure becomes its errors/ row."""
         try:
             res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task))
+            tables = {
+                "masks": table_from_rows("masks", res.masks),
+                "frames": table_from_rows("frames", res.frames),
+                "videos": table_from_rows("videos", [res.video]),
+            }
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
             log.warning("video %s failed: %s: %s", task.video_id, type(exc).__name__, exc)
             return {"errors": table_from_rows("errors", [error_row(task, "track", exc, self.cfg.run_id)])}, "error"
-        tables = {
-            "masks": table_from_rows("masks", res.masks),
-            "frames": table_from_rows("frames", res.frames),
-            "videos": table_from_rows("videos", [res.video]),
-        }
         return tables, "ok"
 
     def __call__(self, batch: dict) -> dict:
@@ -197,7 +197,11 @@ class TrackStage:
 
 
 class WriteStage:
-    """Writes each video's tables under the output root (atomic, retried on I/O errors)."""
+    """Writes each video's tables under the output root (atomic, retried on I/O errors).
+
+    A write that still fails after its retries is reported in the summary row
+    (the video is then redone by the next run); it does not stop the job.
+    """
 
     def __init__(self, config_json: str):
         self.cfg = JobConfig.model_validate_json(config_json)
@@ -205,14 +209,21 @@ class WriteStage:
     def __call__(self, batch: dict) -> dict:
         summary: dict[str, list] = {"video_id": [], "status": [], "num_masks": [], "message": []}
         for video_id, status, payload in zip(batch["video_id"], batch["status"], batch["payload"]):
-            tables = {name: from_ipc(data) for name, data in payload.items()}
-            write_video(self.cfg.output, str(video_id), tables, self.cfg.storage_options)
-            message = ""
-            if "errors" in tables:
-                err = tables["errors"].to_pylist()[0]
-                message = f"[{err['stage']}] {err['error_type']}: {err['message']}"
-            summary["video_id"].append(str(video_id))
-            summary["status"].append(str(status))
-            summary["num_masks"].append(tables["masks"].num_rows if "masks" in tables else 0)
+            video_id, status, message, num_masks = str(video_id), str(status), "", 0
+            try:
+                # Ray merges the payload dicts of a batch into one struct type: absent tables are None.
+                tables = {name: from_ipc(data) for name, data in payload.items() if data is not None}
+                write_video(self.cfg.output, video_id, tables, self.cfg.storage_options)
+                if "errors" in tables:
+                    err = tables["errors"].to_pylist()[0]
+                    message = f"[{err['stage']}] {err['error_type']}: {err['message']}"
+                else:
+                    num_masks = tables["masks"].num_rows
+            except Exception as exc:  # noqa: BLE001
+                log.error("writing %s failed: %s: %s", video_id, type(exc).__name__, exc)
+                status, message = "error", f"[write] {type(exc).__name__}: {exc} (not written; a re-run redoes it)"
+            summary["video_id"].append(video_id)
+            summary["status"].append(status)
+            summary["num_masks"].append(num_masks)
             summary["message"].append(message)
         return {k: np.array(v) for k, v in summary.items()}

@@ -66,6 +66,8 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: 
     for attempt in range(1, attempts + 1):
         try:
             return fn()
+        except (PermissionError, FileNotFoundError, IsADirectoryError):
+            raise  # not transient: retrying cannot help
         except (OSError, TimeoutError) as exc:
             if attempt == attempts:
                 raise
@@ -132,5 +134,5 @@ def read_table(root: str, table: str, storage_options: dict[str, Any] | None = N
     if not files:
         return SCHEMAS[table].empty_table()
     fs = filesystem_for(root, storage_options)
-    tables = [pq.read_table(f if is_remote(root) else f, filesystem=None if not is_remote(root) else fs) for f in files]
+    tables = [pq.read_table(f, filesystem=fs if is_remote(root) else None) for f in files]
     return pa.concat_tables(tables, promote_options="default")

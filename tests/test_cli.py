@@ -89,3 +89,8 @@ def test_per_stage_resources_from_flags(tmp_path):
     assert r.exit_code == 2 and "whole number" in r.output
     r = invoke("run", "a.mp4", "-o", "o", "--resource", "track.min_actors=3")
     assert r.exit_code == 2 and "min_actors <= max_actors" in r.output
+
+
+def test_unknown_stage_in_resources_is_rejected():
+    r = invoke("run", "a.mp4", "-o", "o", "--resource", "trak.max_actors=8")
+    assert r.exit_code == 2 and "unknown stage" in r.output and "track" in r.output

@@ -117,3 +117,22 @@ def test_s3_prefix_of_videos_and_frames(dataset, s3_env):
 def test_video_ids_are_filename_safe():
     assert video_id_for("s3://b/x/my clip (1).mp4") == "my_clip_1_"
     assert video_id_for("/data/JPEGImages/480p/car-shadow/") == "car-shadow"
+
+
+def test_unreachable_inputs(tmp_path):
+    # A single video behind an unknown scheme: a task that fails later as its own errors/ row.
+    tasks = discover(["nosuchproto://bucket/clip.mp4"])
+    assert [t.video_id for t in tasks] == ["clip"]
+    with pytest.raises(ValueError, match="nosuchproto"):
+        FrameReader(tasks[0])
+    # A folder/prefix that cannot be listed: a named input error, not a traceback.
+    with pytest.raises(InputError, match="cannot read nosuchproto://bucket/videos/"):
+        discover(["nosuchproto://bucket/videos/"])
+
+
+def test_manifest_extension_is_case_insensitive(dataset, tmp_path):
+    root, _ = dataset
+    manifest = tmp_path / "M.CSV"
+    manifest.write_text(f"uri,point\n{root / 'videos' / 'clip-a.mp4'},3,4\n".replace(",3,4", ',"3,4"'))
+    tasks = discover([str(manifest)])
+    assert tasks[0].objects[0].point == [3.0, 4.0]

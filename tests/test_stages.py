@@ -29,3 +29,43 @@ def test_no_proposal_becomes_a_propose_error_row_that_tracking_passes_through(tm
     assert errors[0]["stage"] == "propose" and errors[0]["video_id"] == "v" and errors[0]["failed_at"] is not None
     assert set(out["payload"][0]) == {"errors"}
     assert isinstance(out["video_id"], np.ndarray)
+
+
+def test_writer_survives_merged_payloads_and_failed_writes(tmp_path):
+    """Ray merges a batch's payload dicts (absent tables become None); a write that fails is a row."""
+    from fastsam2.output import to_ipc
+    from fastsam2.schema import table_from_rows
+    from fastsam2.stages import WriteStage
+
+    err = to_ipc(table_from_rows("errors", [{"video_id": "bad", "uri": "u", "stage": "track", "error_type": "E", "message": "m"}]))
+    ok = {"masks": to_ipc(table_from_rows("masks", [{"video_id": "good", "obj_id": 1, "frame_idx": 0}])),
+          "frames": to_ipc(table_from_rows("frames", [{"video_id": "good", "frame_idx": 0}])),
+          "videos": to_ipc(table_from_rows("videos", [{"video_id": "good", "status": "ok"}]))}
+    batch = {"video_id": np.array(["bad", "good"], dtype=object), "status": np.array(["error", "ok"], dtype=object),
+             "payload": np.array([{"errors": err, "masks": None, "frames": None, "videos": None},
+                                  {"errors": None, **ok}], dtype=object)}
+    out_root = tmp_path / "out"
+    cfg = JobConfig(inputs=["x"], output=str(out_root))
+    summary = WriteStage(cfg.model_dump_json())(batch)
+    assert list(summary["status"]) == ["error", "ok"] and list(summary["num_masks"]) == [0, 1]
+    assert (out_root / "errors" / "bad.parquet").exists() and (out_root / "videos" / "good.parquet").exists()
+
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("x")  # the output root is a file: every write fails, none raises
+    cfg = JobConfig(inputs=["x"], output=str(blocked))
+    summary = WriteStage(cfg.model_dump_json())(batch)
+    assert list(summary["status"]) == ["error", "error"]
+    assert all("[write]" in m for m in summary["message"])
+
+
+def test_gpu_plan_fits_one_gpu_and_uses_whole_ones_on_big_clusters():
+    from fastsam2.pipeline import GPU_DEFAULTS, gpu_plan
+
+    cfg = JobConfig(inputs=["x"], output="o")
+    stages = ["propose", "caption", "track", "write"]
+    one = gpu_plan(cfg, stages, cluster_gpus=1)
+    assert 0 < one["track"] < 1 and 0 < one["propose"] < one["track"] and sum(one.values()) <= 1.0
+    assert gpu_plan(cfg, stages, cluster_gpus=8) == {s: GPU_DEFAULTS[s] for s in stages}
+    assert set(gpu_plan(cfg, stages, cluster_gpus=0).values()) == {0.0}
+    pinned = JobConfig(inputs=["x"], output="o", resources={"track": {"num_gpus": 0.5}})
+    assert gpu_plan(pinned, ["track"], cluster_gpus=8) == {"track": 0.5}

@@ -82,3 +82,14 @@ def test_written_parquet_has_the_declared_schema(tmp_path):
     path = tmp_path / "x.parquet"
     write_parquet_atomic(_tables("v")["masks"], str(path))
     assert pq.read_schema(path).field("bbox").type.list_size == 4
+
+
+def test_a_failure_removes_partial_rows_of_an_earlier_crashed_attempt(tmp_path):
+    from fastsam2.output import table_uri
+
+    root = str(tmp_path / "out")
+    tables = _tables("v3")
+    write_parquet_atomic(tables["masks"], table_uri(root, "masks", "v3"))  # crashed before videos/
+    err = table_from_rows("errors", [{"video_id": "v3", "uri": "x", "stage": "track", "error_type": "E", "message": "m"}])
+    write_video(root, "v3", {"errors": err})
+    assert read_table(root, "masks").num_rows == 0 and read_table(root, "errors").num_rows == 1
