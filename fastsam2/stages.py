@@ -61,7 +61,8 @@ class ProposeStage:
         _set_threads(self.cfg, "propose")
         m, p = self.cfg.model, self.cfg.prompts
         weights = None if m.random_weights else (p.detector_weights or "default")
-        self.proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device)
+        # Actors may fetch torchvision's checkpoint once into its cache where there is network.
+        self.proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device, download=True)
         self.masker = CoarseMasker(config_name=m.sam2_config, checkpoint=m.sam2_checkpoint,
                                    image_size=min(m.image_size, 1024), device=m.device, random_weights=m.random_weights)
 
