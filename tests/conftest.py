@@ -53,6 +53,39 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def kill_processes_mentioning(text: str, timeout_s: float) -> None:
+    """SIGKILL every process whose command line mentions ``text`` until none is left (or time is up)."""
+    import signal
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        left = processes_mentioning(text)
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+
+
+def write_disc_video(folder: Path, num_frames: int) -> Path:
+    """A red disc moving over a random background, as JPEGs (160x120), for SAM2's own folder loader."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    bg = np.array(Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((160, 120)))
+    yy, xx = np.mgrid[:120, :160]
+    for t in range(num_frames):
+        im = bg.copy()
+        im[(xx - 48 - 6 * t) ** 2 + (yy - 60) ** 2 < 18**2] = (240, 30, 30)
+        Image.fromarray(im).save(folder / f"{t:05d}.jpg")
+    return folder
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

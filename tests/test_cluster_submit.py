@@ -28,7 +28,7 @@ import s3fs
 
 from fastsam2.storage import read_table
 from fastsam2.synthetic import first_frame_prompts, make_video, write_mp4
-from conftest import processes_mentioning
+from conftest import kill_processes_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -103,16 +103,7 @@ def ray_head():
             os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what this fixture started
         except ProcessLookupError:
             pass
-        for _ in range(20):
-            left = processes_mentioning(tmp)
-            if not left:
-                break
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.5)
+        kill_processes_mentioning(tmp, timeout_s=10)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -26,7 +26,7 @@ from fastsam2.cli import main
 from fastsam2.output import write_video
 from fastsam2.storage import done_video_ids, read_table
 from fastsam2.synthetic import write_clip_dataset
-from conftest import processes_mentioning
+from conftest import kill_processes_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -145,17 +145,7 @@ def _kill_leftovers(ray_tmp: str, group: int | None = None) -> None:
             os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        left = processes_mentioning(ray_tmp)
-        if not left:
-            return
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
+    kill_processes_mentioning(ray_tmp, timeout_s=15)
 
 
 def test_driver_killed_mid_run_then_rerun_resumes_without_duplicates(s3_env, tmp_path):

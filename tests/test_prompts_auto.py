@@ -84,8 +84,9 @@ def test_user_values_override_their_steps():
 
 def test_user_text_only_still_finds_box_and_click():
     p, m, c = FakeProposer(PROPS), FakeMasker(), FakeCaptioner()
-    ap = make_auto_prompt(frames(), proposer=p, masker=m, user_text="dog")
+    ap = make_auto_prompt(frames(), proposer=p, masker=m, captioner=c, user_text="dog")
     assert ap.prompt_source == "mixed" and ap.phrase == "dog" and ap.box == (10, 10, 60, 70)
+    assert c.calls == []  # the user's text skips captioning
 
 
 def test_user_point_picks_a_box_that_contains_it():

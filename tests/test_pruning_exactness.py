@@ -9,30 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from fastsam2.models.sam2 import STOCK_PREDICTOR, build_video_predictor
 from fastsam2.schema import COMPONENTS
-from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY, memory_bank_bytes
+from fastsam2.tracking.memory_bank import memory_bank_bytes
+from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
+from conftest import write_disc_video
 
 NUM_FRAMES = 4
 CLICK = [[48.0, 60.0]]
-
-
-def write_video(folder: Path, num_frames: int = NUM_FRAMES) -> Path:
-    """A red disc moving over a random background, as JPEGs (160x120)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    bg = np.array(Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((160, 120)))
-    yy, xx = np.mgrid[:120, :160]
-    for t in range(num_frames):
-        im = bg.copy()
-        im[(xx - 48 - 6 * t) ** 2 + (yy - 60) ** 2 < 18**2] = (240, 30, 30)
-        Image.fromarray(im).save(folder / f"{t:05d}.jpg")
-    return folder
 
 
 def track(target: str, video: Path, **pruning) -> tuple[dict, dict[int, torch.Tensor]]:
@@ -49,7 +36,7 @@ def track(target: str, video: Path, **pruning) -> tuple[dict, dict[int, torch.Te
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
-    return write_video(tmp_path_factory.mktemp("exact") / "video")
+    return write_disc_video(tmp_path_factory.mktemp("exact") / "video", NUM_FRAMES)
 
 
 @pytest.fixture(scope="module")

@@ -4,46 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from fastsam2.models.clip import load_clip
 from fastsam2.models.sam2 import build_video_predictor
 from fastsam2.schema import COMPONENTS
+from fastsam2.tracking.memory_bank import INDICES_KEY, memory_bank_bytes, memory_bank_stats
 from fastsam2.tracking.pruned_predictor import (
-    INDICES_KEY,
     PREDICTOR_TARGET,
     ROUTER_CACHE_KEY,
     STATS_KEY,
     PrunedSAM2VideoPredictor,
-    memory_bank_bytes,
-    memory_bank_stats,
 )
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import ClipDenseSimilarity
+from conftest import write_disc_video
 
 GRID_TOKENS = 16 * 16  # image_size 256
 NUM_FRAMES = 4
 
 
-def write_video(folder: Path, num_frames: int) -> Path:
-    """A red disc moving over a random background, as JPEGs (160x120)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    bg = np.array(Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).resize((160, 120)))
-    yy, xx = np.mgrid[:120, :160]
-    for t in range(num_frames):
-        im = bg.copy()
-        im[(xx - 48 - 6 * t) ** 2 + (yy - 60) ** 2 < 18**2] = (240, 30, 30)
-        Image.fromarray(im).save(folder / f"{t:05d}.jpg")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
-    return write_video(tmp_path_factory.mktemp("pruned") / "video", NUM_FRAMES)
+    return write_disc_video(tmp_path_factory.mktemp("pruned") / "video", NUM_FRAMES)
 
 
 @pytest.fixture(scope="module")

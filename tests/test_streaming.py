@@ -10,7 +10,7 @@ from fastsam2.config import ObjectPrompt
 from fastsam2.models.sam2 import build_video_predictor
 from fastsam2.sources import FrameReader, discover
 from fastsam2.synthetic import first_frame_prompts, make_video, write_frames
-from fastsam2.tracking.memory_bank import memory_bank_bytes, windows
+from fastsam2.tracking.memory_bank import windows
 from fastsam2.tracking.streaming import PromptError, StreamedFrames, StreamingTracker
 
 

@@ -41,7 +41,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 from torch import Tensor
 
 from fastsam2.schema import COMPONENTS
-from fastsam2.tracking.memory_bank import INDICES_KEY, memory_bank_bytes, memory_bank_stats, process_memory_bytes  # noqa: F401 (re-exported)
+from fastsam2.tracking.memory_bank import INDICES_KEY
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import capture_encoder_taps, prior_from_masks
 from fastsam2.tracking.subset_attention import memory_attention_subset
