@@ -1,4 +1,4 @@
-"""The ``fastsam2-batch`` command line: run, submit, status, stop, demo, eval, report, train-router.
+"""The ``fastsam2-batch`` command line: run, submit, status, stop, demo, eval, export, report, train-router.
 
 Every command builds a :class:`~fastsam2.config.JobConfig` (flags override
 ``--config FILE``) and hands it to the library; errors in what the user gave
@@ -16,6 +16,7 @@ import click
 from fastsam2.cli_options import build_config, job_options
 from fastsam2.config import JobConfig
 from fastsam2.eval.cli import eval_command
+from fastsam2.export.cli import export_command
 from fastsam2.report.cli import report_command
 from fastsam2.submit import status_command, stop_command, submit_command
 from fastsam2.tracking.cli import train_router_command
@@ -117,5 +118,5 @@ def demo(output: str, image_size: int, num_frames: int, device: str, random_weig
                f"fastsam2-batch eval --gt {out / 'samples'} --pred {out / 'results'}")
 
 
-for _command in (eval_command, report_command, train_router_command, submit_command, status_command, stop_command):
+for _command in (eval_command, export_command, report_command, train_router_command, submit_command, status_command, stop_command):
     main.add_command(_command)
