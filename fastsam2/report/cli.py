@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fastsam2.eval.io import EvalError, filesystem
 from fastsam2.report.html import MB, render_html
-from fastsam2.report.queries import Report, build_report, one_liners
+from fastsam2.report.queries import RANDOM_JF, RANDOM_MARK, Report, build_report, one_liners
 from fastsam2.schema import COMPONENTS
 
 
@@ -26,21 +26,44 @@ def _pct(v) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{100 * v:+.1f}%"
 
 
+def _run(name: str, random_weights: bool) -> str:
+    return f"{name} [bold red]\\[{RANDOM_MARK}][/]" if random_weights else name
+
+
+def _jf(v, random_weights: bool, fmt: str = "{:.3f}") -> str:
+    """A J&F cell; for random weights the number is withheld (it is in --json and the HTML)."""
+    text = _f(v, fmt)
+    return f"[red]{RANDOM_JF}[/]" if random_weights and text != "-" else text
+
+
+def random_banner(report: Report) -> str | None:
+    """One red line naming the random-weight runs, printed above the tables."""
+    if not report.random_runs:
+        return None
+    return (f"[bold red]{RANDOM_MARK}: {', '.join(report.random_runs)} used no trained checkpoint: masks and J&F "
+            "are meaningless; speed and memory are still measured.[/]")
+
+
 def runs_table(report: Report) -> Table:
     t = Table(title=f"Runs (baseline: {report.baseline})", title_justify="left")
     for h in ("Run", "Keep", "Videos", "Failed", "Frames", "FPS", "ms/frame", "Speed-up", "Tokens kept",
               "Bank MB", "Bank saving", "Peak MB", "Peak saving", "J&F", "ΔJ&F"):  # fmt: skip
-        t.add_column(h, justify="left" if h == "Run" else "right")
+        t.add_column(h, justify="left" if h == "Run" else "right", no_wrap=h in ("Run", "J&F", "ΔJ&F"))
     for r in report.run_rows:
         t.add_row(
-            r["run"] + (" *" if r["is_baseline"] else ""), _f(r["keep_ratio"]), _f(r["videos"], "{:d}"),
+            _run(r["run"], r["random_weights"]) + (" *" if r["is_baseline"] else ""), _f(r["keep_ratio"]),
+            _f(r["videos"], "{:d}"),
             _f(r["failed_videos"], "{:d}"), _f(r["frames"], "{:d}"), _f(r["fps"], "{:.1f}"),
             _f(r["ms_per_frame"], "{:.1f}"), _f(r["speedup"], "{:.2f}x"), _f(r["tokens_kept"]),
             _f(r["memory_bank_bytes"], "{:.1f}", MB), _pct(r["memory_bank_saving"]),
             _f(r["peak_memory_bytes"], "{:.0f}", MB), _pct(r["peak_memory_saving"]),
-            _f(r["jf_mean"], "{:.3f}"), _f(r["jf_delta"], "{:+.3f}"),
+            _jf(r["jf_mean"], r["random_weights"]), _jf(r["jf_delta"], _rw_delta(report, r), "{:+.3f}"),
         )  # fmt: skip
     return t
+
+
+def _rw_delta(report: Report, row: dict) -> bool:
+    return bool(row["random_weights"]) or report.baseline in report.random_runs
 
 
 def components_table(report: Report) -> Table:
@@ -49,7 +72,7 @@ def components_table(report: Report) -> Table:
     for c in (*COMPONENTS, "total"):
         t.add_column(c, justify="right")
     for r in report.run_rows:
-        t.add_row(r["run"], *[_f(r[f"ms_{c}"]) for c in COMPONENTS], _f(r["ms_per_frame"]))
+        t.add_row(_run(r["run"], r["random_weights"]), *[_f(r[f"ms_{c}"]) for c in COMPONENTS], _f(r["ms_per_frame"]))
     return t
 
 
@@ -57,13 +80,15 @@ def videos_table(report: Report) -> Table:
     t = Table(title="Videos", title_justify="left")
     for h in ("Run", "Video", "Status", "Frames", "FPS", "ms/frame", "Speed-up", "Tokens kept",
               "Bank MB", "Peak MB", "J&F", "Errors"):  # fmt: skip
-        t.add_column(h, justify="left" if h in ("Run", "Video", "Status", "Errors") else "right")
+        t.add_column(h, justify="left" if h in ("Run", "Video", "Status", "Errors") else "right",
+                     no_wrap=h in ("Run", "J&F"))
     for r in report.video_rows:
         t.add_row(
-            r["run"], str(r["video_id"]), str(r["status"] or ""), _f(r["frames"], "{:d}"), _f(r["fps"], "{:.1f}"),
+            _run(r["run"], r["random_weights"]), str(r["video_id"]), str(r["status"] or ""), _f(r["frames"], "{:d}"),
+            _f(r["fps"], "{:.1f}"),
             _f(r["ms_per_frame"], "{:.1f}"), _f(r["speedup"], "{:.2f}x"), _f(r["tokens_kept"]),
             _f(r["memory_bank_bytes"], "{:.1f}", MB), _f(r["peak_memory_bytes"], "{:.0f}", MB),
-            _f(r["jf_mean"], "{:.3f}"), (r["error_summary"] or "") if r["errors"] else "",
+            _jf(r["jf_mean"], r["random_weights"]), (r["error_summary"] or "") if r["errors"] else "",
         )  # fmt: skip
     return t
 
@@ -101,6 +126,8 @@ def report_command(
         report = build_report(list(runs), baseline, list(eval_uris))
     except EvalError as exc:
         raise click.ClickException(str(exc)) from None
+    if banner := random_banner(report):
+        console.print(banner)
     console.print(runs_table(report))
     console.print(components_table(report))
     if videos:

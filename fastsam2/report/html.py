@@ -13,7 +13,7 @@ from collections import OrderedDict
 from html import escape
 
 from fastsam2.report import svg
-from fastsam2.report.queries import Report
+from fastsam2.report.queries import RANDOM_JF, RANDOM_MARK, Report
 from fastsam2.schema import COMPONENTS
 
 MB = 1024 * 1024
@@ -30,6 +30,8 @@ tr.baseline td { background: #f3f8ff; }
 .plots svg { border: 1px solid #eee; }
 code, pre { background: #f6f6f6; font-size: 12px; } pre { padding: 8px; white-space: pre-wrap; }
 .muted { color: #777; }
+.rw { color: #b00020; font-weight: 600; }
+.banner { background: #fdecee; border: 2px solid #b00020; color: #b00020; padding: 8px 12px; font-weight: 600; }
 """
 
 _CHECK_JS = """
@@ -76,6 +78,22 @@ def _table(headers: list[str], rows: list[list[str]], left: int = 1, classes: li
     return "".join(out)
 
 
+def _run_cell(name: str, random_weights: bool) -> str:
+    """A run's name, marked when its weights were random."""
+    return escape(name) + (f" <span class='rw'>{RANDOM_MARK}</span>" if random_weights else "")
+
+
+def _jf_cell(value, random_weights: bool, fmt: str = "{:.3f}") -> str:
+    """A J&F number; for random weights it says it means nothing."""
+    text = _num(value, fmt)
+    return f"{text} <span class='rw'>({RANDOM_JF})</span>" if random_weights and text != "–" else text
+
+
+def plot_label(name: str, random_weights: bool) -> str:
+    """A run's name in plot legends and point labels."""
+    return f"{name} ({RANDOM_MARK.lower()})" if random_weights else name
+
+
 def run_table(report: Report) -> str:
     headers = [
         "Run", "Keep ratio", "Videos", "Failed", "Frames", "FPS", "ms/frame", "Speed-up",
@@ -84,13 +102,13 @@ def run_table(report: Report) -> str:
     rows, classes = [], []
     for r in report.run_rows:
         rows.append([
-            escape(r["run"]) + (" <span class='muted'>(baseline)</span>" if r["is_baseline"] else ""),
+            _run_cell(r["run"], r["random_weights"]) + (" <span class='muted'>(baseline)</span>" if r["is_baseline"] else ""),
             _num(r["keep_ratio"]), _num(r["videos"], "{:d}"), _num(r["failed_videos"], "{:d}"),
             _num(r["frames"], "{:d}"), _num(r["fps"], "{:.1f}"), _num(r["ms_per_frame"], "{:.1f}"),
             _num(r["speedup"], "{:.2f}×"), _num(r["tokens_kept"], "{:.2f}"),
             _num(r["memory_bank_bytes"], "{:.1f}", MB), _pct(r["memory_bank_saving"]),
             _num(r["peak_memory_bytes"], "{:.0f}", MB), _pct(r["peak_memory_saving"]),
-            _num(r["jf_mean"], "{:.3f}"), _num(r["jf_delta"], "{:+.3f}"),
+            _jf_cell(r["jf_mean"], r["random_weights"]), _jf_cell(r["jf_delta"], _random_vs_baseline(report, r), "{:+.3f}"),
         ])  # fmt: skip
         classes.append("baseline" if r["is_baseline"] else "")
     return _table(headers, rows, classes=classes)
@@ -101,7 +119,8 @@ def component_table(report: Report) -> str:
     rows = []
     for r in report.run_rows:
         rows.append(
-            [escape(r["run"]), *[_num(r[f"ms_{c}"], "{:.2f}") for c in COMPONENTS], _num(r["ms_per_frame"], "{:.2f}")]
+            [_run_cell(r["run"], r["random_weights"]), *[_num(r[f"ms_{c}"], "{:.2f}") for c in COMPONENTS],
+             _num(r["ms_per_frame"], "{:.2f}")]
         )
     return _table(headers, rows)
 
@@ -114,14 +133,19 @@ def video_table(report: Report) -> str:
     rows = []
     for r in report.video_rows:
         rows.append([
-            escape(r["run"]), escape(str(r["video_id"])), escape(str(r["status"] or "")),
+            _run_cell(r["run"], r["random_weights"]), escape(str(r["video_id"])), escape(str(r["status"] or "")),
             _num(r["frames"], "{:d}"), _num(r["fps"], "{:.1f}"), _num(r["ms_per_frame"], "{:.1f}"),
             _num(r["speedup"], "{:.2f}×"), _num(r["tokens_kept"], "{:.2f}"),
             _num(r["memory_bank_bytes"], "{:.1f}", MB), _num(r["peak_memory_bytes"], "{:.0f}", MB),
-            _num(r["jf_mean"], "{:.3f}"), _num(r["jf_delta"], "{:+.3f}"),
+            _jf_cell(r["jf_mean"], r["random_weights"]), _jf_cell(r["jf_delta"], _random_vs_baseline(report, r), "{:+.3f}"),
             escape(r["error_summary"] or "") if r["errors"] else "",
         ])  # fmt: skip
     return _table(headers, rows, left=3)
+
+
+def _random_vs_baseline(report: Report, row: dict) -> bool:
+    """A J&F difference is meaningless when either side had random weights."""
+    return bool(row["random_weights"]) or report.baseline in report.random_runs
 
 
 def _component_stacks(report: Report) -> dict[str, list]:
@@ -140,21 +164,25 @@ def _component_stacks(report: Report) -> dict[str, list]:
 def plots(report: Report) -> list[str]:
     """The four charts, as SVG strings (placeholders when a run lacks the data)."""
     runs = [r for r in report.run_rows if r["keep_ratio"] is not None]
+    labels = [plot_label(r["run"], r["random_weights"]) for r in runs]
     speed = svg.line_chart(
         "speedup", "Speed-up vs baseline by keep ratio",
-        [svg.Series("runs", [r["keep_ratio"] for r in runs], [r["speedup"] for r in runs], [r["run"] for r in runs])],
+        [svg.Series("runs", [r["keep_ratio"] for r in runs], [r["speedup"] for r in runs], labels)],
         "keep ratio", f"speed-up (× {report.baseline})", reference_y=1.0,
         empty_message="no run with both a keep ratio and timings",
     )  # fmt: skip
     comps = svg.stacked_bar_chart(
         "components", "ms per frame by component",
-        [r["run"] for r in report.run_rows],
+        [plot_label(r["run"], r["random_weights"]) for r in report.run_rows],
         _component_stacks(report),
         "ms per frame", empty_message="no per-component timings",
     )  # fmt: skip
+    random_jf = any(r["random_weights"] and r["jf_mean"] is not None for r in runs)
     jf = svg.line_chart(
-        "jf", "J&F vs keep ratio",
-        [svg.Series("runs", [r["keep_ratio"] for r in runs], [r["jf_mean"] for r in runs], [r["run"] for r in runs])],
+        "jf", "J&F vs keep ratio" + (f" ({RANDOM_JF})" if random_jf else ""),
+        [svg.Series("runs", [r["keep_ratio"] for r in runs], [r["jf_mean"] for r in runs],
+                    [plot_label(r["run"], r["random_weights"]) + (f": {RANDOM_JF}" if r["random_weights"] else "")
+                     for r in runs])],
         "keep ratio", "J&F-Mean", empty_message="no eval results (run fastsam2-batch eval --out RUN/eval)",
     )  # fmt: skip
     return [speed, comps, *memory_plots(report), jf]
@@ -172,11 +200,12 @@ def memory_plots(report: Report) -> list[str]:
     if not by_video:
         return [svg.empty_chart("memory", "Memory bank per frame", "no per-frame memory in frames/")]
     run_order = [r.label for r in report.runs]
+    random = set(report.random_runs)
     # Videos seen by the most runs first: those are the ones worth comparing.
     videos = sorted(by_video, key=lambda v: (-len(by_video[v]), v))[:MAX_MEMORY_PLOTS]
     out = []
     for v in videos:
-        series = [svg.Series(run, *by_video[v][run]) for run in run_order if run in by_video[v]]
+        series = [svg.Series(plot_label(run, run in random), *by_video[v][run]) for run in run_order if run in by_video[v]]
         out.append(
             svg.line_chart(
                 "memory",
@@ -195,16 +224,23 @@ def memory_plots(report: Report) -> list[str]:
 def render_html(report: Report, one_liners: list[tuple[str, str]] | None = None) -> str:
     """The whole page as one string."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    random = set(report.random_runs)
     runs = "".join(
-        f"<li><b>{escape(r.label)}</b>{' (baseline)' if r.label == report.baseline else ''}: "
+        f"<li><b>{_run_cell(r.label, r.label in random)}</b>{' (baseline)' if r.label == report.baseline else ''}: "
         f"<code>{escape(r.uri)}</code></li>"
         for r in report.runs
+    )
+    banner = (
+        f"<p class='banner' id='random-weights'>{RANDOM_MARK}: {escape(', '.join(report.random_runs))} "
+        f"used no trained checkpoint. Their masks are meaningless, and so is their J&F ({RANDOM_JF}); "
+        "speed, tokens kept and memory are still measured.</p>"
+        if random else ""
     )
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>fastsam2-batch report</title>",
         f"<style>{_CSS}</style></head><body>",
-        "<h1>fastsam2-batch report</h1>",
+        "<h1>fastsam2-batch report</h1>", banner,
         f"<p class='muted'>Generated {now}. Speed-up and savings are against <b>{escape(report.baseline)}</b> "
         "over the videos both runs finished. The Parquet output is the source of truth; this page is a view of it.</p>",
         f"<ul>{runs}</ul>",

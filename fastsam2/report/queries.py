@@ -15,6 +15,8 @@ Definitions:
 - speed-up = baseline ms per frame / run ms per frame, over the videos both runs
   finished; memory saving = 1 - run / baseline (memory-bank peak, peak memory).
 - J&F = mean over objects of (J-Mean + F-Mean) / 2, as DAVIS.
+- random weights: a run (video) counts as random-weight when any of its
+  ``videos`` rows says so; its masks, and so its J&F, are meaningless.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ from fastsam2.schema import COMPONENTS, SCHEMAS
 
 MS_COLUMNS = [f"ms_{c}" for c in COMPONENTS]
 
+#: What every renderer says next to a J&F of a random-weight run.
+RANDOM_JF = "random weights: meaningless"
+#: The mark next to a random-weight run's name in tables, legends and labels.
+RANDOM_MARK = "RANDOM WEIGHTS"
+
 
 @dataclass
 class Run:
@@ -61,6 +68,11 @@ class Report:
     memory_series: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
     has_eval: bool = False
+
+    @property
+    def random_runs(self) -> list[str]:
+        """Labels of the runs made with random weights (meaningless masks and J&F)."""
+        return [r["run"] for r in self.run_rows if r.get("random_weights")]
 
 
 def _with_run(table: pa.Table, label: str) -> pa.Table:
@@ -152,6 +164,7 @@ WITH f AS (
 ), v AS (
   SELECT run, video_id,
     any_value(status) AS status, any_value(keep_ratio) AS keep_ratio,
+    bool_or(coalesce(random_weights, false)) AS random_weights,
     any_value(num_frames) AS num_frames, any_value(num_objects) AS num_objects,
     any_value(ms_per_frame) AS ms_per_frame,
     {", ".join(f"any_value({c}) AS {c}" for c in MS_COLUMNS)},
@@ -176,7 +189,7 @@ WITH f AS (
 )
 SELECT k.run, k.video_id,
   coalesce(v.status, CASE WHEN e.errors > 0 THEN 'failed' END) AS status,
-  v.keep_ratio, v.num_objects,
+  v.keep_ratio, coalesce(v.random_weights, false) AS random_weights, v.num_objects,
   coalesce(f.frames, v.num_frames) AS frames,
   coalesce(f.ms_sum / f.frames, v.ms_per_frame) AS ms_per_frame,
   1000.0 / coalesce(f.ms_sum / f.frames, v.ms_per_frame) AS fps,
@@ -213,6 +226,7 @@ agg AS (
   SELECT run,
     count(*) AS videos,
     avg(keep_ratio) AS keep_ratio,
+    bool_or(random_weights) AS random_weights,
     sum(frames) AS frames,
     sum(ms_per_frame * frames) / sum(frames) AS ms_per_frame,
     {", ".join(f"sum({c} * frames) / sum(CASE WHEN {c} IS NOT NULL THEN frames END) AS {c}" for c in MS_COLUMNS)},
@@ -241,7 +255,8 @@ agg AS (
   GROUP BY r.run
 )
 SELECT runs.run, runs.uri, runs.run = $baseline AS is_baseline,
-  agg.videos, coalesce(err.failed_videos, 0) AS failed_videos, coalesce(err.errors, 0) AS errors,
+  agg.videos, coalesce(agg.random_weights, false) AS random_weights,
+  coalesce(err.failed_videos, 0) AS failed_videos, coalesce(err.errors, 0) AS errors,
   agg.keep_ratio, agg.frames, agg.ms_per_frame, 1000.0 / agg.ms_per_frame AS fps,
   {", ".join(f"agg.{c}" for c in MS_COLUMNS)},
   agg.tokens_kept, agg.memory_bank_bytes, agg.memory_bank_bytes_per_video, agg.peak_memory_bytes,

@@ -125,16 +125,45 @@ class _Axes:
         return out
 
 
-def _legend(names: Sequence[str], width: int) -> list[str]:
+def _wrap(text: str, width: int = 21, max_lines: int = 3) -> list[str]:
+    """Split a legend entry into short lines (words kept whole where they fit)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [" ".join(lines[max_lines - 1 :])]
+    return [ln if len(ln) <= width else ln[: width - 1] + "…" for ln in lines] or [""]
+
+
+def _legend(names: Sequence[str], width: int, dashed: Sequence[bool] = ()) -> list[str]:
+    """Colour key, one entry per series; long names wrap onto a second line rather than lose their end."""
     x = width - MARGIN["right"] + 12
     out = ['<g class="legend" font-size="11">']
+    y = MARGIN["top"] + 6
     for i, name in enumerate(names):
-        y = MARGIN["top"] + 6 + i * 18
-        out.append(f'<rect x="{x}" y="{y - 9}" width="12" height="12" fill="{color(i)}"/>')
-        label = name if len(name) <= 20 else name[:19] + "…"
-        out.append(f'<text x="{x + 17}" y="{y + 1}">{escape(label)}</text>')
+        if i < len(dashed) and dashed[i]:
+            out.append(f'<line x1="{x}" x2="{x + 12}" y1="{y - 3}" y2="{y - 3}" stroke="{color(i)}" '
+                       f'stroke-width="3" stroke-dasharray="3 2"/>')
+        else:
+            out.append(f'<rect x="{x}" y="{y - 9}" width="12" height="12" fill="{color(i)}"/>')
+        lines = _wrap(name)
+        spans = "".join(f'<tspan x="{x + 17}" dy="{0 if k == 0 else 12}">{escape(ln)}</tspan>'
+                        for k, ln in enumerate(lines))
+        out.append(f'<text x="{x + 17}" y="{y + 1}">{spans}</text>')
+        y += 6 + 12 * len(lines)
     out.append("</g>")
     return out
+
+
+def _place_label(x: float, y: float, placed: list[tuple[float, float]], text_w: float) -> float:
+    """The y of a point label that overlaps none already placed (moved down in 12 px steps)."""
+    while any(abs(x - px) < text_w and abs(y - py) < 11 for px, py in placed):
+        y += 12
+    placed.append((x, y))
+    return y
 
 
 def _finite_pairs(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[float, float]]:
@@ -177,32 +206,46 @@ def line_chart(
         parts.append(
             f'<line x1="{ax.x0}" x2="{ax.x1}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#999" stroke-dasharray="4 3"/>'
         )
+    # A series drawn exactly over an earlier one would vanish: dash it, give it markers, say so.
+    same_as = {i: next((k for k in range(i) if pts[k] == ps), None) for i, ps in enumerate(pts) if ps}
+    placed: list[tuple[float, float]] = []
     for i, (s, ps) in enumerate(zip(series, pts)):
         if not ps:
             continue
         c = color(i)
-        parts.append(f'<g class="series" data-series="{escape(s.name)}">')
+        twin = same_as.get(i)
+        parts.append(f'<g class="series" data-series="{escape(s.name)}"'
+                     + (f' data-same-as="{escape(series[twin].name)}"' if twin is not None else "") + ">")
         order = sorted(range(len(ps)), key=lambda k: ps[k][0])
-        if lines and len(ps) > 1:
+        # Points sharing an x (two runs at one keep ratio) are not a trend: no line through them.
+        distinct_x = len({p[0] for p in ps}) == len(ps)
+        if lines and len(ps) > 1 and distinct_x:
             d = " ".join(
                 f"{'M' if j == 0 else 'L'}{ax.x(ps[k][0]):.1f},{ax.y(ps[k][1]):.1f}" for j, k in enumerate(order)
             )
-            parts.append(f'<path class="mark line" d="{d}" fill="none" stroke="{c}" stroke-width="2"/>')
-        if markers or len(ps) == 1:
+            dash = ' stroke-dasharray="6 4"' if twin is not None else ""
+            parts.append(f'<path class="mark line" d="{d}" fill="none" stroke="{c}" stroke-width="2"{dash}/>')
+        if markers or len(ps) == 1 or twin is not None or not distinct_x:
             for k, (x, y) in enumerate(ps):
                 tip = f"{s.name}: x={x:g}, y={y:.4g}"
+                r = 4 + 2 * (twin is not None)  # a ring around the twin's dot
+                fill = "none" if twin is not None else c
                 parts.append(
-                    f'<circle class="mark point" cx="{ax.x(x):.1f}" cy="{ax.y(y):.1f}" r="4" fill="{c}">'
-                    f"<title>{escape(tip)}</title></circle>"
+                    f'<circle class="mark point" cx="{ax.x(x):.1f}" cy="{ax.y(y):.1f}" r="{r}" fill="{fill}" '
+                    f'stroke="{c}" stroke-width="2"><title>{escape(tip)}</title></circle>'
                 )
                 if k < len(s.labels) and s.labels[k]:
+                    label = str(s.labels[k])
+                    ly = _place_label(ax.x(x) + 6, ax.y(y) - 6, placed, 6.0 * len(label))
                     parts.append(
-                        f'<text x="{ax.x(x) + 6:.1f}" y="{ax.y(y) - 6:.1f}" font-size="10" fill="{c}">'
-                        f"{escape(str(s.labels[k]))}</text>"
+                        f'<text class="point-label" x="{ax.x(x) + 6:.1f}" y="{ly:.1f}" font-size="10" fill="{c}">'
+                        f"{escape(label)}</text>"
                     )
         parts.append("</g>")
     if len(series) > 1:
-        parts += _legend([s.name for s in series], width)
+        names = [s.name + (f" (same as {series[same_as[i]].name})" if same_as.get(i) is not None else "")
+                 for i, s in enumerate(series)]
+        parts += _legend(names, width, [same_as.get(i) is not None for i in range(len(series))])
     parts.append("</svg>")
     return "\n".join(parts)
 
