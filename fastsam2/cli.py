@@ -7,7 +7,6 @@ come back as one line naming the cause, not a traceback.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ import click
 
 from fastsam2.cli_options import build_config, job_options
 from fastsam2.config import JobConfig
+from fastsam2.logs import LEVELS
+from fastsam2.logs import configure as configure_logging
 from fastsam2.eval.cli import eval_command
 from fastsam2.export.cli import export_command
 from fastsam2.report.cli import report_command
@@ -43,11 +44,13 @@ def print_summary(summary) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.option("-v", "--verbose", is_flag=True, help="Log more: same as --log-level info.")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
+              help="Log level (default warning; debug also shows SAM2's per-video progress bars).")
 @click.version_option(package_name="fastsam2-batch")
-def main(verbose: bool) -> None:
+def main(verbose: bool, log_level: str | None) -> None:
     """Auto-label video datasets with SAM2, fast: Ray pipeline, token pruning, masks to Parquet."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level or ("info" if verbose else "warning"))
 
 
 def _check_weights(cfg: JobConfig) -> None:

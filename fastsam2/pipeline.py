@@ -138,7 +138,10 @@ def run_pipeline(cfg: JobConfig, progress: bool = True, address: str | None = No
     init_ray(address)
     from ray.data import DataContext
 
+    from fastsam2.logs import quiet_ray_data
+
     DataContext.get_current().enable_progress_bars = False  # ours below is per video
+    quiet_ray_data()
     ds = build_dataset(cfg, todo)
     with _progress(progress, len(todo)) as advance:
         for row in ds.iter_rows():

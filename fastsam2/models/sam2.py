@@ -164,6 +164,9 @@ def build_video_predictor(
         raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
     from sam2.build_sam import build_sam2_video_predictor
 
+    from fastsam2.logs import quiet_sam2
+
+    quiet_sam2()
     dev = resolve_device(device) if isinstance(device, str) else device
     ckpt = None if random_weights else str(fetch_checkpoint(config_name, checkpoint, storage_options))
     overrides = hydra_overrides(image_size, predictor_target) + list(extra_overrides or [])
