@@ -28,13 +28,20 @@ def _floats(value: str | None, n: int, name: str) -> list[float] | None:
     return out
 
 
+def _checkpoint_help() -> str:
+    from fastsam2.models.sam2 import cache_dir, hub_cache_dir
+
+    return (f"Checkpoint path or URI. Default: the official one, from the Hugging Face cache (HF_HUB_CACHE, here "
+            f"{hub_cache_dir()}), else downloaded once (checksum checked) into FASTSAM2_CACHE (here {cache_dir()}).")
+
+
 def job_options(fn):
     """Options shared by ``run`` and ``submit``: they describe the same job."""
     options = [
         click.option("--output", "-o", help="Output root: local path or s3://bucket/prefix."),
         click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML job config (flags override it)."),
         click.option("--sam2-config", help="SAM2 model config, e.g. sam2.1_hiera_t (default), sam2.1_hiera_l."),
-        click.option("--sam2-checkpoint", help="Checkpoint path or URI; default: the official one, downloaded once."),
+        click.option("--sam2-checkpoint", help=_checkpoint_help()),
         click.option("--random-weights", is_flag=True, default=None, help="No checkpoints at all (smoke tests, demos): every model gets random weights."),
         click.option("--image-size", type=int, help="SAM2 input size (multiple of 16; default 1024)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run (default auto)."),

@@ -73,10 +73,14 @@ def fetch_checkpoint(
 ) -> Path:
     """Return a local path to the checkpoint, downloading it once if needed.
 
-    ``checkpoint`` may be a local path or any fsspec URI (``s3://bucket/x.pt``);
-    without it the official checkpoint for ``config_name`` is fetched into the
-    cache dir. Raises :class:`WeightsUnavailable` with a clear message when that
-    is impossible.
+    ``checkpoint`` may be a local path or any fsspec URI (``s3://bucket/x.pt``).
+    Without it the official checkpoint for ``config_name`` is looked for, in
+    order: in our cache dir (an earlier direct download), in the Hugging Face hub
+    cache (the repos sam2's ``build_sam2_video_predictor_hf`` names; no network
+    needed), downloaded through the hub, and last downloaded directly from the
+    official URL with its SHA-256 checked (against the hub's published digest or
+    ``FASTSAM2_SAM2_SHA256``). Raises :class:`WeightsUnavailable` with a clear
+    message when none works.
     """
     if checkpoint:
         if "://" not in checkpoint:
@@ -96,21 +100,111 @@ def fetch_checkpoint(
                 raise WeightsUnavailable(f"could not read checkpoint {checkpoint}: {exc}") from exc
         return target
 
-    url = CHECKPOINT_URLS[config_name.removesuffix(".yaml")]
+    name = config_name.removesuffix(".yaml")
+    url = CHECKPOINT_URLS[name]
     target = cache_dir() / Path(url).name
-    if target.is_file():
+    if target.is_file():  # downloaded directly by an earlier run
         return target
+    repo = hf_repo_for(name)
+    if repo is not None and (cached := hub_cached_checkpoint(repo, Path(url).name)) is not None:
+        return cached
+    meta = _hub_metadata(repo, Path(url).name) if repo else None
+    if meta is not None:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            log.info("downloading %s/%s into the Hugging Face cache %s", repo, Path(url).name, hub_cache_dir())
+            return Path(hf_hub_download(repo, Path(url).name, cache_dir=hub_cache_dir(), endpoint=_hub_endpoint()))
+        except Exception as exc:  # noqa: BLE001 - the direct download below is the fallback
+            log.warning("Hugging Face download of %s failed (%s); trying %s", repo, exc, url)
+    expected = os.environ.get(SHA256_ENV) or (meta.etag if meta is not None and _is_sha256(meta.etag) else None)
+    return _download_verified(url, target, expected, config_name)
+
+
+#: Pins the SHA-256 of a directly downloaded checkpoint (e.g. in air-gapped mirrors of the official URL).
+SHA256_ENV = "FASTSAM2_SAM2_SHA256"
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def hf_repo_for(config_name: str) -> str | None:
+    """The hub repo sam2's ``build_sam2_video_predictor_hf`` uses for this config (``facebook/sam2.1-hiera-tiny``)."""
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+
+    want = config_file(config_name)
+    return next((repo for repo, (cfg, _) in HF_MODEL_ID_TO_FILENAMES.items() if cfg == want), None)
+
+
+def hub_cached_checkpoint(repo: str, filename: str) -> Path | None:
+    """The checkpoint's path in the hub cache, without any network access; None when not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
+    return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
+
+
+def _hub_endpoint() -> str | None:
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _hub_metadata(repo: str, filename: str):
+    """One short request for the file's hub metadata (its SHA-256 for LFS files); None when offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return None
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        return get_hf_file_metadata(hf_hub_url(repo, filename, endpoint=_hub_endpoint()), timeout=10)
+    except Exception as exc:  # noqa: BLE001 - unreachable hub: the direct URL is next
+        log.info("Hugging Face hub not reachable for %s (%s)", repo, type(exc).__name__)
+        return None
+
+
+def _is_sha256(value: str | None) -> bool:
+    return bool(value) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
+
+
+def _download_verified(url: str, target: Path, expected: str | None, config_name: str) -> Path:
+    """Download ``url`` to ``target`` through a temp file, hashing it; a wrong SHA-256 leaves nothing behind."""
+    import hashlib
+
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s -> %s", url, target)
+    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=30) as src:
-            _atomic_copy(src, target)
+            _atomic_copy(_Hashing(src, digest), target)
     except Exception as exc:  # noqa: BLE001
         raise WeightsUnavailable(
-            f"could not download the {config_name} checkpoint from {url} ({exc}). "
-            "Pass --sam2-checkpoint PATH|URI, or --random-weights for a smoke test."
+            f"could not download the {config_name} checkpoint from {url} ({exc}), nor find it in the Hugging Face "
+            f"cache {hub_cache_dir()}. Pass --sam2-checkpoint PATH|URI, or --random-weights for a smoke test."
         ) from exc
+    got = digest.hexdigest()
+    if expected and got != expected.lower():
+        target.unlink(missing_ok=True)
+        raise WeightsUnavailable(f"checksum mismatch for {url}: SHA-256 {got}, expected {expected}; the file was removed")
+    if not expected:
+        log.warning("%s: no published SHA-256 was reachable to check it against (set %s to pin one); got %s",
+                    target.name, SHA256_ENV, got)
+    target.with_name(target.name + ".sha256").write_text(f"{got}  {target.name}\n")
     return target
+
+
+class _Hashing:
+    """A read-only stream that feeds what passes through it to a hash."""
+
+    def __init__(self, src: Any, digest: Any):
+        self.src, self.digest = src, digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n)
+        self.digest.update(data)
+        return data
 
 
 def _atomic_copy(src: Any, target: Path) -> None:
