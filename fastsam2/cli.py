@@ -79,9 +79,25 @@ def _run(cfg: JobConfig, address: str | None = None) -> None:
 @main.command()
 @click.argument("inputs", nargs=-1)
 @job_options
-def run(inputs: tuple[str, ...], **kw: Any) -> None:
-    """Label INPUT videos locally (starts or joins a local Ray instance)."""
+@click.option("--dry-run", is_flag=True, help="List the videos found, those already done, prompts, stages and "
+                                              "resources; start nothing.")
+def run(inputs: tuple[str, ...], dry_run: bool, **kw: Any) -> None:
+    """Label INPUT videos locally (starts or joins a local Ray instance); --output is required.
+
+    INPUT: a video file, a folder of frames, a folder or s3:// prefix of videos (DAVIS
+    JPEGImages/480p/<seq>/ too), a glob ('data/*.mp4') or a manifest (.csv/.jsonl/.parquet
+    with a uri column and optional video_id, obj_id, point, box, text). Repeatable.
+    """
     cfg = build_config(inputs, **kw)
+    if dry_run:
+        from fastsam2.dry_run import plan, print_plan
+        from fastsam2.sources import InputError
+
+        try:
+            print_plan(plan(cfg))
+        except InputError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     _check_weights(cfg)
     _run(cfg)
 

@@ -106,7 +106,19 @@ def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, nu
         num_cpus=res.num_cpus,
         # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1:
         # a killed actor comes back and its batch is processed again from the start.
+        # Ray warns once per actor that its "constructor arguments are in the object store":
+        # that is Ray Data's own serialised UDF (always passed by reference), not this small
+        # config; the operator holds that reference for its lifetime, so restarts still work.
     )
+
+
+def plan_stages(cfg: JobConfig, tasks: list[VideoTask]) -> list[str]:
+    """The stages the dataset will chain for these tasks, in order."""
+    stages = ["track", "write"]
+    if any(t.prompt_source == "auto" for t in tasks):
+        captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in tasks if t.prompt_source == "auto")
+        stages = ["propose"] + (["caption"] if captions else []) + stages
+    return stages
 
 
 def build_dataset(cfg: JobConfig, tasks: list[VideoTask]):
@@ -118,10 +130,8 @@ def build_dataset(cfg: JobConfig, tasks: list[VideoTask]):
     config_json = cfg.model_dump_json()
     rows = [{"video_id": t.video_id, "task": t.model_dump_json()} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    stages = [("track", TrackStage), ("write", WriteStage)]
-    if any(t.prompt_source == "auto" for t in tasks):
-        captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in tasks if t.prompt_source == "auto")
-        stages = [("propose", ProposeStage)] + ([("caption", CaptionStage)] if captions else []) + stages
+    classes = {"propose": ProposeStage, "caption": CaptionStage, "track": TrackStage, "write": WriteStage}
+    stages = [(name, classes[name]) for name in plan_stages(cfg, tasks)]
     gpus = gpu_plan(cfg, [name for name, _ in stages], ray.cluster_resources().get("GPU", 0))
     for name, stage_cls in stages:
         ds = _actor_stage(ds, stage_cls, cfg, name, config_json, gpus[name])
