@@ -43,14 +43,14 @@ def print_summary(summary) -> None:
     console.print(f"Results: {summary.output}/  (masks/, frames/, videos/, errors/ as Parquet)")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("-v", "--verbose", is_flag=True, help="Log more: same as --log-level info.")
-@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default=None,
-              help="Log level (default warning; debug also shows SAM2's per-video progress bars).")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="warning",
+              help="Log level (-v is info; debug also shows SAM2's per-video progress bars).")
 @click.version_option(package_name="fastsam2-batch")
-def main(verbose: bool, log_level: str | None) -> None:
+def main(verbose: bool, log_level: str) -> None:
     """Auto-label video datasets with SAM2, fast: Ray pipeline, token pruning, masks to Parquet."""
-    configure_logging(log_level or ("info" if verbose else "warning"))
+    configure_logging("info" if verbose and log_level == "warning" else log_level)
 
 
 def _check_weights(cfg: JobConfig) -> None:
@@ -104,9 +104,10 @@ def run(inputs: tuple[str, ...], dry_run: bool, **kw: Any) -> None:
 
 @main.command()
 @click.option("--output", "-o", default="demo-output", show_default=True, help="Where samples and results go.")
-@click.option("--image-size", type=int, default=512, show_default=True)
-@click.option("--frames", "num_frames", type=int, default=12, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--image-size", type=int, default=512, show_default=True, help="SAM2 input size (multiple of 16).")
+@click.option("--frames", "num_frames", type=int, default=12, show_default=True, help="Frames per sample video.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where models run (auto: CUDA when present).")
 @click.option("--random-weights", is_flag=True, help="Skip trying to download the SAM2 checkpoint.")
 def demo(output: str, image_size: int, num_frames: int, device: str, random_weights: bool) -> None:
     """Make a few synthetic sample videos and label them end to end (local Ray)."""
@@ -139,3 +140,22 @@ def demo(output: str, image_size: int, num_frames: int, device: str, random_weig
 
 for _command in (eval_command, export_command, report_command, train_router_command, submit_command, status_command, stop_command):
     main.add_command(_command)
+
+
+def _say_unset_defaults(group: click.Group) -> None:
+    """Options without a value by default show "[default: (none)]" unless their help says what happens.
+
+    ``show_default`` (on the group, inherited by every command) shows real defaults; an
+    option left unset by default has nothing to show, so its help must say it.
+    """
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _say_unset_defaults(cmd)
+        for p in cmd.params:
+            unset = p.default is None or type(p.default).__name__ == "Sentinel" or repr(p.default) == "UNSET"
+            if isinstance(p, click.Option) and not p.is_flag and not p.required and unset \
+                    and p.show_default is None and "default" not in (p.help or "").lower():
+                p.show_default = "none"
+
+
+_say_unset_defaults(main)

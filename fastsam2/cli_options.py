@@ -38,26 +38,28 @@ def _checkpoint_help() -> str:
 def job_options(fn):
     """Options shared by ``run`` and ``submit``: they describe the same job."""
     options = [
-        click.option("--output", "-o", help="Output root: local path or s3://bucket/prefix."),
-        click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML job config (flags override it)."),
-        click.option("--sam2-config", help="SAM2 model config, e.g. sam2.1_hiera_t (default), sam2.1_hiera_l."),
+        click.option("--output", "-o", help="Output root (required, here or in --config): local path or s3://bucket/prefix."),
+        click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+                     help="YAML job config (flags override it).", show_default="none"),
+        click.option("--sam2-config", help="SAM2 model config: sam2.1_hiera_t, _s, _b+, _l (or sam2_hiera_*)."),
         click.option("--sam2-checkpoint", help=_checkpoint_help()),
         click.option("--random-weights", is_flag=True, default=None, help="No checkpoints at all (smoke tests, demos): every model gets random weights."),
-        click.option("--image-size", type=int, help="SAM2 input size (multiple of 16; default 1024)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run (default auto)."),
+        click.option("--image-size", type=int, help="SAM2 input size (multiple of 16)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run (auto: CUDA when present)."),
         click.option("--point", help="First-frame click X,Y for every video (manifest columns override per video)."),
         click.option("--box", help="First-frame box X0,Y0,X1,Y1 for every video."),
         click.option("--text", help="Object phrase for every video (skips captioning)."),
-        click.option("--prompts", type=click.Choice(["auto", "user"]), help="auto: propose a prompt where none is given (default)."),
-        click.option("--keep-ratio", type=float, help="Fraction of tokens memory attention keeps (default 0.3; 1.0 = dense, stock SAM2)."),
-        click.option("--semantic", type=click.Choice(["clip", "paper", "none"]), help="Router text relevance (default clip)."),
-        click.option("--uncertainty", type=click.Choice(["closed_form", "mc", "none"]), help="Router uncertainty (default closed_form)."),
-        click.option("--mc-passes", type=int, help="Sampled MC dropout passes with --uncertainty mc (default 5)."),
+        click.option("--prompts", type=click.Choice(["auto", "user"]), help="auto: propose a prompt where none is given; user: only given prompts."),
+        click.option("--keep-ratio", type=float, help="Fraction of tokens memory attention keeps (1.0 = dense, stock SAM2)."),
+        click.option("--semantic", type=click.Choice(["clip", "paper", "none"]), help="Router text relevance."),
+        click.option("--uncertainty", type=click.Choice(["closed_form", "mc", "none"]), help="Router uncertainty."),
+        click.option("--mc-passes", type=int, help="Sampled MC dropout passes with --uncertainty mc."),
         click.option("--router-weights", help="Trained router MLP weights (from train-router)."),
-        click.option("--caption-backend", type=click.Choice(["vllm", "openai", "transformers", "none"])),
-        click.option("--caption-model", help="Captioning model (default llava-hf/llava-1.5-7b-hf)."),
+        click.option("--caption-backend", type=click.Choice(["vllm", "openai", "transformers", "none"]),
+                     help="Who captions auto prompts (none: no text, the router runs without it)."),
+        click.option("--caption-model", help="Captioning model."),
         click.option("--caption-endpoint", help="OpenAI-compatible endpoint URL for --caption-backend openai."),
-        click.option("--max-frames", type=int, help="Track at most this many frames per video."),
+        click.option("--max-frames", type=int, help="Track at most this many frames per video (none: all)."),
         click.option("--storage-options", help="JSON of fsspec/s3fs options, e.g. '{\"anon\": false}'."),
         click.option("--track-gpus", type=float, help="GPUs per SAM2 actor (fractional allowed)."),
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
@@ -65,11 +67,71 @@ def job_options(fn):
                      help="Per-stage resources, repeatable: e.g. propose.num_gpus=0.25, track.max_actors=8, "
                           "caption.batch_size=16 (stages: propose, caption, track, write)."),
         click.option("--detector-weights", help="RPN weights: a file, or 'default' for torchvision's cache."),
-        click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box (default 0.5)."),
+        click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
+    for param in getattr(fn, "__click_params__", []):
+        # Flags default to None so --config FILE values survive; show the config's default instead.
+        if param.name in FLAG_FIELDS and not param.is_flag:
+            param.show_default = _config_default(FLAG_FIELDS[param.name])
     return fn
+
+
+#: Which JobConfig field each job option sets (its error messages and shown default come from there).
+FLAG_FIELDS: dict[str, tuple[str, ...]] = {
+    "output": ("output",), "max_frames": ("max_frames",), "storage_options": ("storage_options",),
+    **{k: ("model", k) for k in ("sam2_config", "sam2_checkpoint", "image_size", "device")},
+    **{k: ("pruning", k) for k in ("keep_ratio", "router_weights", "semantic", "uncertainty", "mc_passes")},
+    "prompts": ("prompts", "mode"),
+    **{k: ("prompts", k) for k in ("point", "box", "text", "caption_backend", "caption_model", "caption_endpoint",
+                                   "detector_weights", "min_objectness")},
+    "track_gpus": ("resources", "track", "num_gpus"), "track_actors": ("resources", "track", "max_actors"),
+}  # fmt: skip
+
+
+def _config_default(path: tuple[str, ...]) -> str:
+    """The default of a JobConfig field, as --help shows it ("none" where there is none)."""
+    from pydantic_core import PydanticUndefined
+
+    value: Any = None
+    if path[0] == "resources":
+        value = getattr(default_resources()[path[1]], path[2])
+    elif len(path) == 1:
+        field = JobConfig.model_fields[path[0]]
+        value = None if field.default is PydanticUndefined else field.default
+        if field.default_factory is not None:
+            value = field.default_factory()
+    else:
+        value = getattr(JobConfig.model_fields[path[0]].default_factory(), path[1])
+    if value in (None, {}, []):
+        return "none"
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, list) else str(value)
+
+
+def _flag_for(loc: tuple) -> str | None:
+    """``("pruning", "keep_ratio")`` -> ``"--keep-ratio"``."""
+    path = tuple(str(p) for p in loc)
+    for name, field_path in FLAG_FIELDS.items():
+        if path[: len(field_path)] == field_path:
+            return "--" + name.replace("_", "-")
+    if path[:1] == ("resources",) and len(path) >= 3:
+        return f"--resource {path[1]}.{path[2]}"
+    return {"inputs": "INPUT"}.get(path[0]) if path else None
+
+
+def describe_errors(exc: ValidationError, from_file: bool) -> str:
+    """Validation errors by the flag that sets the field (and the field too when a --config file was read)."""
+    out = []
+    for e in exc.errors():
+        field = ".".join(map(str, e["loc"])) or "(top level)"
+        flag = _flag_for(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if flag and from_file:
+            out.append(f"{flag} ({field} in --config): {msg}")
+        else:
+            out.append(f"{flag or field}: {msg}")
+    return "; ".join(out)
 
 
 def _resource_overrides(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -151,5 +213,4 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise click.UsageError(f"invalid job config: {problems}") from None
+        raise click.UsageError(describe_errors(exc, from_file=bool(kw.get("config_file")))) from None

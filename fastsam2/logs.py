@@ -32,7 +32,6 @@ def configure(level: str = "warning") -> None:
     os.environ[LEVEL_ENV] = level.lower()
     logging.basicConfig(level=value, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(value)
-    log.setLevel(value)
 
 
 @functools.lru_cache(maxsize=1)

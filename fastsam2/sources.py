@@ -91,6 +91,8 @@ def _read_manifest(uri: str, storage_options: dict | None) -> list[VideoTask]:
 
     fs = filesystem_for(uri, storage_options)
     path = strip_protocol(uri)
+    if fs.size(path) == 0:
+        raise InputError(f"manifest {uri}: empty file (0 bytes)")
     with fs.open(path, "rb") as f:
         if path.lower().endswith(".csv"):
             table = pcsv.read_csv(f)
@@ -234,6 +236,8 @@ class FrameReader:
         path = strip_protocol(self.task.uri)
         if not self.fs.exists(path):
             raise FileNotFoundError(f"video not found: {self.task.uri}")
+        if self.fs.size(path) == 0:
+            raise VideoReadError(f"{self.task.uri}: empty file (0 bytes)")
         handle = self.fs.open(path, "rb")
         try:
             return av.open(handle), handle

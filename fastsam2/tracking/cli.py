@@ -30,8 +30,8 @@ def pruning_options(f: Callable) -> Callable:
         click.option("--uncertainty", type=click.Choice(UNCERTAINTY_MODES), default=None,
                      help="closed_form (default), mc (sampled, --mc-passes), none"),
         click.option("--mc-passes", type=int, default=None, help="MC dropout passes (paper: 5)"),
-        click.option("--clip-model", default="ViT-B-16", show_default=True),
-        click.option("--clip-pretrained", default="openai", show_default=True),
+        click.option("--clip-model", default="ViT-B-16", show_default=True, help="open_clip model for text relevance."),
+        click.option("--clip-pretrained", default="openai", show_default=True, help="open_clip pretrained tag."),
         click.option("--clip-random-weights", is_flag=True, help="random CLIP weights (smoke tests)"),
     ]
     for opt in reversed(options):
@@ -70,24 +70,26 @@ def configure_pruning_from_options(predictor, opts: dict[str, Any]):
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="where to save the router weights (.pt)")
 @click.option("--sequence", "sequences", multiple=True, help="train on these sequences only (repeatable)")
-@click.option("--resolution", default="480p", show_default=True)
-@click.option("--sam2-config", default="sam2.1_hiera_t", show_default=True)
+@click.option("--resolution", default="480p", show_default=True, help="DAVIS resolution folder (JPEGImages/<resolution>).")
+@click.option("--sam2-config", default="sam2.1_hiera_t", show_default=True, help="SAM2 model config.")
 @click.option("--sam2-checkpoint", default=None, help="local path or URI; default: the official checkpoint")
 @click.option("--random-weights", is_flag=True, help="random SAM2 weights (smoke tests only)")
-@click.option("--image-size", type=int, default=1024, show_default=True)
-@click.option("--semantic", type=click.Choice(SEMANTIC_MODES), default="clip", show_default=True)
-@click.option("--uncertainty", type=click.Choice(UNCERTAINTY_MODES), default="closed_form", show_default=True)
-@click.option("--clip-model", default="ViT-B-16", show_default=True)
-@click.option("--clip-pretrained", default="openai", show_default=True)
-@click.option("--clip-random-weights", is_flag=True)
+@click.option("--image-size", type=int, default=1024, show_default=True, help="SAM2 input size (multiple of 16).")
+@click.option("--semantic", type=click.Choice(SEMANTIC_MODES), default="clip", show_default=True,
+              help="Router text relevance signal.")
+@click.option("--uncertainty", type=click.Choice(UNCERTAINTY_MODES), default="closed_form", show_default=True,
+              help="Router uncertainty signal.")
+@click.option("--clip-model", default="ViT-B-16", show_default=True, help="open_clip model for text relevance.")
+@click.option("--clip-pretrained", default="openai", show_default=True, help="open_clip pretrained tag.")
+@click.option("--clip-random-weights", is_flag=True, help="Random CLIP weights (smoke tests only).")
 @click.option("--text", default=None, help="one phrase for every sequence (default: the sequence name)")
-@click.option("--frames-per-sequence", type=int, default=8, show_default=True)
-@click.option("--frame-stride", type=int, default=4, show_default=True)
+@click.option("--frames-per-sequence", type=int, default=8, show_default=True, help="Training frames per sequence.")
+@click.option("--frame-stride", type=int, default=4, show_default=True, help="Take every N-th frame.")
 @click.option("--target-dilation", type=int, default=1, show_default=True, help="tokens")
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=int, default=20, show_default=True, help="Training epochs.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate (Adam).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (sampling, init).")
 def train_router_command(**kw: Any) -> None:
     """Train the router's fusion MLP on ground-truth masks and save it with its SAM2 config."""
     from fastsam2.tracking.train_router import TrainConfig, train_router
