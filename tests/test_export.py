@@ -169,3 +169,13 @@ def test_export_errors_are_one_line(tmp_path, run):
         assert r.exit_code != 0 and msg in r.output and "Traceback" not in r.output, r.output
     with pytest.raises(ExportError, match="unknown export format"):
         export_run(root, str(tmp_path / "o"), "voc")
+
+
+def test_eval_of_a_random_weight_run_says_meaningless(run, tmp_path):
+    root, _ = run  # written with random_weights=True
+    out = tmp_path / "davis"
+    export_run(root, str(out), "davis")
+    r = CliRunner().invoke(main, ["eval", "--gt", str(out), "--pred", root, "--sequences", "two-obj"],
+                           terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "random weights: meaningless" in r.output and "RANDOM WEIGHTS" in r.output

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fastsam2.eval.evaluate import MEASURES, EvalResult, evaluate, results_json, write_scores
-from fastsam2.eval.io import EvalError, filesystem
+from fastsam2.eval.io import EvalError, filesystem, read_run_table
 
 
 def _console(stderr: bool = False) -> Console:
@@ -25,6 +25,18 @@ def _fmt(v: float | None, signed: bool = False) -> str:
     if v is None or not math.isfinite(v):
         return "-"
     return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+RANDOM_JF = "random weights: meaningless"
+
+
+def _random_weights(uri: str) -> bool:
+    """Whether a run's videos/ rows say it had random weights (a PNG folder never says so)."""
+    try:
+        t = read_run_table(uri, "videos", columns=["random_weights"])
+    except (OSError, EvalError):
+        return False
+    return t is not None and any(t["random_weights"].to_pylist())
 
 
 def _parse_sequences(value: str | None) -> list[str] | None:
@@ -152,12 +164,15 @@ def eval_command(
     except (EvalError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     elapsed = time.perf_counter() - start
+    random = [r.label for uri, r in zip(preds, results) if _random_weights(uri)]
 
     if len(results) == 1:
         out.print(single_table(results[0]))
     else:
         out.print(compare_table(results))
         out.print(global_compare_table(results))
+    for label in random:
+        out.print(f"[bold red]{label}: made with RANDOM WEIGHTS ({RANDOM_JF})[/]")
     for r in results:
         if r.missing_sequences:
             err.print(
