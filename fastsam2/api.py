@@ -144,6 +144,12 @@ def run(inputs: str | Sequence[str], output: str, *, progress: bool = False, add
     from fastsam2.cli_options import build_config
     from fastsam2.pipeline import run_pipeline
 
+    from fastsam2.cli_options import job_options
+
+    known = {p.name for p in job_options(lambda **kw: None).__click_params__} - {"output"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; options are {', '.join(sorted(known))}")
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     for name in ("point", "box"):
         if options.get(name) is not None and not isinstance(options[name], str):

@@ -34,8 +34,10 @@ def test_bad_prompts_fail_before_any_model_is_built(monkeypatch):
         fastsam2.label_video(frames, point=(60, 10))
     with pytest.raises(ValueError, match="RGB uint8"):
         fastsam2.label_video(np.zeros((3, 40, 50), np.uint8), point=(5, 5))
-    with pytest.raises(ValueError, match="keep.ratio"):
+    with pytest.raises(ValueError, match="--keep-ratio"):
         fastsam2.run(["x.mp4"], "out", keep_ratio=2.0)
+    with pytest.raises(ValueError, match="unknown option.*keep_ratoi"):
+        fastsam2.run(["x.mp4"], "out", keep_ratoi=0.5)
 
 
 @pytest.mark.slow
