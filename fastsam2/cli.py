@@ -14,10 +14,10 @@ import click
 
 from fastsam2.cli_options import build_config, job_options
 from fastsam2.config import JobConfig
-from fastsam2.logs import LEVELS
-from fastsam2.logs import configure as configure_logging
 from fastsam2.eval.cli import eval_command
 from fastsam2.export.cli import export_command
+from fastsam2.logs import LEVELS
+from fastsam2.logs import configure as configure_logging
 from fastsam2.report.cli import report_command
 from fastsam2.submit import status_command, stop_command, submit_command
 from fastsam2.tracking.cli import train_router_command
@@ -152,7 +152,7 @@ def _say_unset_defaults(group: click.Group) -> None:
         if isinstance(cmd, click.Group):
             _say_unset_defaults(cmd)
         for p in cmd.params:
-            unset = p.default is None or type(p.default).__name__ == "Sentinel" or repr(p.default) == "UNSET"
+            unset = p.default is None or p.default is getattr(click.core, "UNSET", None)  # click >= 8.2: UNSET
             if isinstance(p, click.Option) and not p.is_flag and not p.required and unset \
                     and p.show_default is None and "default" not in (p.help or "").lower():
                 p.show_default = "none"

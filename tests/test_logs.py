@@ -12,7 +12,12 @@ from fastsam2.cli import main
 from fastsam2.synthetic import first_frame_prompts, make_video
 
 
-def test_tracking_prints_no_sam2_bars_or_extension_warning(capfd, caplog):
+def test_tracking_prints_no_sam2_bars_or_extension_warning(capfd, caplog, monkeypatch):
+    import fastsam2.api
+    import fastsam2.logs
+
+    fastsam2.logs._say_no_extension.cache_clear()  # as in a fresh actor process
+    monkeypatch.setattr(fastsam2.api, "_TRACKERS", {})  # build the model here, not reuse another test's
     video = make_video("quiet", num_frames=3, height=48, width=64, seed=1)
     point = first_frame_prompts(video)[0]["point"]
     with caplog.at_level(logging.INFO, logger="fastsam2"):
