@@ -61,13 +61,15 @@ def test_coco_video_round_trips_through_pycocotools(run, tmp_path):
     out = tmp_path / "coco.json"
     cmap = tmp_path / "map.json"
     cmap.write_text(json.dumps({"two-obj/2": "square", "a red disc": "disc"}))
-    r = CliRunner().invoke(main, ["export", root, "--format", "coco-video", "-o", str(out), "--category-map", str(cmap)])
+    r = CliRunner().invoke(main, ["export", root, "--format", "coco-video", "-o", str(out), "--category-map", str(cmap),
+                                  "--frame-ext", "png"])
     assert r.exit_code == 0, r.output
     assert "RANDOM WEIGHTS" in r.output and "2 video(s), 3 object(s)" in r.output
     doc = json.loads(out.read_text())
     videos = {v["id"]: v for v in doc["videos"]}
     cats = {c["id"]: c["name"] for c in doc["categories"]}
     assert {v["name"] for v in videos.values()} == set(VIDEOS)
+    assert videos[1]["file_names"][:2] == [f"{videos[1]['name']}/00000.png", f"{videos[1]['name']}/00001.png"]
     seen = set()
     for ann in doc["annotations"]:
         v = videos[ann["video_id"]]

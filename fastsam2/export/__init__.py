@@ -26,12 +26,13 @@ def export_run(
     videos: list[str] | None = None,
     every: int = 1,
     sav_suffix: str = "auto",
+    frame_ext: str = "jpg",
     storage_options: dict | None = None,
 ) -> ExportStats:
     """Write ``run``'s finished videos to ``output`` in format ``fmt``; returns what was written.
 
     For ``coco-video`` an ``output`` not ending in ``.json`` is a folder and the
-    file is ``output/instances.json``.
+    file is ``output/instances.json``; frames are named ``<video>/<frame:05d>.<frame_ext>``.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -43,7 +44,7 @@ def export_run(
         from fastsam2.export.coco_video import write_coco_video
 
         target = output if output.lower().endswith(".json") else join(output, "instances.json")
-        return write_coco_video(stream, target, cats, run, storage_options)
+        return write_coco_video(stream, target, cats, run, storage_options, frame_ext=frame_ext.lstrip("."))
     if fmt == "davis":
         from fastsam2.export.davis import write_davis
 

@@ -24,9 +24,11 @@ RANDOM_NOTE = "note: this run used RANDOM WEIGHTS; the exported masks are meanin
 @click.option("--every", type=int, default=1, help="sa-v: annotate every N-th frame (SA-V itself uses 4 at 24 fps).")
 @click.option("--sav-suffix", type=click.Choice(["auto", "manual"]), default="auto",
               help="sa-v: file name <video>_<suffix>.json; 'manual' is what SAM2's training loader reads.")
-@click.option("--storage-options", help="JSON of fsspec/s3fs options for s3:// runs and outputs.")
+@click.option("--frame-ext", default="jpg", help="coco-video: frame file names <video>/<frame:05d>.<ext>.")
+@click.option("--storage-options", help="JSON of fsspec/s3fs options for s3:// runs and outputs.",
+              show_default="none")
 def export_command(run: str, fmt: str, output: str, category_map: str | None, videos: str | None, every: int,
-                   sav_suffix: str, storage_options: str | None) -> None:
+                   sav_suffix: str, frame_ext: str, storage_options: str | None) -> None:
     """Export RUN (a run's output root, local or s3://) to a format training code reads.
 
     Reads the run one video at a time; only finished videos (with a videos/ row) are exported.
@@ -41,7 +43,7 @@ def export_command(run: str, fmt: str, output: str, category_map: str | None, vi
         cmap = load_category_map(category_map, opts) if category_map else None
         stats = export_run(run, output, fmt, category_map=cmap,
                            videos=[v.strip() for v in videos.split(",") if v.strip()] if videos else None,
-                           every=every, sav_suffix=sav_suffix, storage_options=opts)
+                           every=every, sav_suffix=sav_suffix, frame_ext=frame_ext, storage_options=opts)
     except (ExportError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if stats.random_weights:

@@ -43,7 +43,7 @@ def annotation(video: RunVideo, obj_id: int, ann_id: int, video_num: int, catego
 
 
 def write_coco_video(videos: Iterable[RunVideo], out: str, categories: Categories, run: str,
-                     storage_options: dict | None = None) -> ExportStats:
+                     storage_options: dict | None = None, frame_ext: str = "jpg") -> ExportStats:
     stats = ExportStats(out)
     video_entries = []
     ann_id = 0
@@ -54,7 +54,7 @@ def write_coco_video(videos: Iterable[RunVideo], out: str, categories: Categorie
             stats.add_video(video)
             video_entries.append({
                 "id": num, "name": video.video_id, "width": video.width, "height": video.height,
-                "length": video.num_frames, "file_names": [frame_name(video.video_id, t) for t in range(video.num_frames)],
+                "length": video.num_frames, "file_names": [frame_name(video.video_id, t, frame_ext) for t in range(video.num_frames)],
                 "random_weights": bool(video.info.get("random_weights")),
             })  # fmt: skip
             for obj_id in video.objects:
