@@ -4,12 +4,15 @@
 object per video: ``segmentations`` / ``areas`` / ``bboxes`` per frame, ``None``
 where the object is absent, COCO RLE as pycocotools writes it) and
 ``categories``. The annotations are written as they are read, so memory holds
-one video; the small ``videos`` and ``categories`` lists come after them.
+one video; the ``videos`` list waits in a temp file and ``categories`` (one entry
+per class) in memory, and both come after them.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Iterable
 
 from fastsam2.export.categories import Categories
@@ -45,24 +48,30 @@ def annotation(video: RunVideo, obj_id: int, ann_id: int, video_num: int, catego
 def write_coco_video(videos: Iterable[RunVideo], out: str, categories: Categories, run: str,
                      storage_options: dict | None = None, frame_ext: str = "jpg") -> ExportStats:
     stats = ExportStats(out)
-    video_entries = []
     ann_id = 0
-    with open_text(out, storage_options) as fh:
+    # The videos list (a file name per frame) goes after the annotations; it waits in a
+    # local temp file, so memory holds one video whatever the run's size.
+    with open_text(out, storage_options) as fh, tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
         fh.write('{"info": ' + json.dumps({"description": f"fastsam2-batch labels of {run}"}) + ', "licenses": [],\n')
         fh.write('"annotations": [')
         for num, video in enumerate(videos, start=1):
             stats.add_video(video)
-            video_entries.append({
+            entry = {
                 "id": num, "name": video.video_id, "width": video.width, "height": video.height,
-                "length": video.num_frames, "file_names": [frame_name(video.video_id, t, frame_ext) for t in range(video.num_frames)],
+                "length": video.num_frames,
+                "file_names": [frame_name(video.video_id, t, frame_ext) for t in range(video.num_frames)],
                 "random_weights": bool(video.info.get("random_weights")),
-            })  # fmt: skip
+            }  # fmt: skip
+            spool.write(("" if num == 1 else ",\n") + json.dumps(entry))
             for obj_id in video.objects:
                 cat = categories.id_for(categories.name_for(video.video_id, obj_id, video.phrase))
                 ann_id += 1
                 fh.write(("\n" if ann_id == 1 else ",\n") + json.dumps(annotation(video, obj_id, ann_id, num, cat)))
                 stats.objects += 1
         fh.write("\n],\n")
-        fh.write('"videos": ' + json.dumps(video_entries) + ",\n")
+        fh.write('"videos": [')
+        spool.seek(0)
+        shutil.copyfileobj(spool, fh)
+        fh.write("],\n")
         fh.write('"categories": ' + json.dumps(categories.coco()) + "}\n")
     return stats
