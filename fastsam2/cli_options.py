@@ -13,7 +13,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from fastsam2.config import JobConfig, StageResources, deep_merge, default_resources
+from fastsam2.config import JobConfig, StageResources, deep_merge, default_resources, describe_validation_error
 
 
 def _floats(value: str | None, n: int, name: str) -> list[float] | None:
@@ -50,7 +50,7 @@ def job_options(fn):
         click.option("--caption-backend", type=click.Choice(["vllm", "openai", "transformers", "none"])),
         click.option("--caption-model", help="Captioning model (default llava-hf/llava-1.5-7b-hf)."),
         click.option("--caption-endpoint", help="OpenAI-compatible endpoint URL for --caption-backend openai."),
-        click.option("--max-frames", type=int, help="Track at most this many frames per video."),
+        click.option("--max-frames", type=click.IntRange(min=1), help="Track at most this many frames per video."),
         click.option("--storage-options", help="JSON of fsspec/s3fs options, e.g. '{\"anon\": false}'."),
         click.option("--track-gpus", type=float, help="GPUs per SAM2 actor (fractional allowed)."),
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
@@ -59,6 +59,8 @@ def job_options(fn):
                           "caption.batch_size=16 (stages: propose, caption, track, write)."),
         click.option("--detector-weights", help="RPN weights: a file, or 'default' for torchvision's cache."),
         click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box (default 0.5)."),
+        click.option("--allow-mixed-settings", is_flag=True, default=None,
+                     help="Add to an --output whose earlier runs used other settings (normally refused)."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -106,6 +108,7 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
         "output": kw.get("output"),
         "storage_options": storage_options,
         "max_frames": kw.get("max_frames"),
+        "allow_mixed_settings": kw.get("allow_mixed_settings"),
         "model": {
             "sam2_config": kw.get("sam2_config"),
             "sam2_checkpoint": kw.get("sam2_checkpoint"),
@@ -130,9 +133,7 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
     }
     base: dict = {}
     if kw.get("config_file"):
-        import yaml
-
-        base = yaml.safe_load(Path(kw["config_file"]).read_text()) or {}
+        base = _read_yaml(kw["config_file"])
     data = deep_merge(base, flags)
     if not data.get("inputs"):
         raise click.UsageError("give at least one INPUT (video file, frame folder, dataset folder, glob or manifest)")
@@ -144,5 +145,26 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise click.UsageError(f"invalid job config: {problems}") from None
+        raise click.UsageError(f"invalid job config: {describe_validation_error(exc)}") from None
+
+
+def _read_yaml(path: str) -> dict:
+    """``--config FILE`` as a mapping (YAML via safe_load only); errors name the line, never the text."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise click.UsageError(f"--config {path}: not valid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise click.UsageError(f"--config {path}: not valid YAML ({type(exc).__name__})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"--config {path}: cannot read it ({type(exc).__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise click.UsageError(f"--config {path}: expected a mapping (inputs:, output:, model:, ...), "
+                               f"got a {type(data).__name__}")
+    return data
