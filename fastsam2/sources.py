@@ -299,7 +299,13 @@ class FrameReader:
         n = self.info.num_frames
         if self.task.kind == "frames":
             for path in self._frame_paths()[:n]:
-                yield self._read_image(path)
+                image = self._read_image(path)
+                if image.shape[:2] != (self.info.height, self.info.width):
+                    raise VideoReadError(
+                        f"{self.task.uri}: frame {os.path.basename(path)} is {image.shape[1]}x{image.shape[0]}, "
+                        f"the first frame is {self.info.width}x{self.info.height}; all frames of a video "
+                        "must have one size")
+                yield image
             return
         container, handle = self._open_container()
         try:
