@@ -64,6 +64,8 @@ def _check_weights(cfg: JobConfig) -> None:
         fetch_checkpoint(cfg.model.sam2_config, cfg.model.sam2_checkpoint, cfg.storage_options)
     except WeightsUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # unknown --sam2-config
+        raise SetupFailed(f"--sam2-config: {exc}") from None
 
 
 class SetupFailed(click.ClickException):

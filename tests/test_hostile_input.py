@@ -307,7 +307,8 @@ def test_exit_code_is_non_zero_when_any_video_failed(tmp_path, capsys, monkeypat
 # --------------------------------------------------------------------------- 7. fail fast
 
 
-@pytest.mark.parametrize("case", ["output-is-file", "output-under-file", "unknown-config", "max-frames", "bad-cell"])
+@pytest.mark.parametrize("case", ["output-is-file", "output-under-file", "unknown-config",
+                                  "unknown-config-real-weights", "max-frames", "bad-cell"])
 def test_bad_setup_is_one_line_before_ray(case, tmp_path, frames):
     args = [frames, "-o", tmp_path / "out", "--random-weights", "--point", "5,5"]
     if case == "output-is-file":
@@ -319,6 +320,9 @@ def test_bad_setup_is_one_line_before_ray(case, tmp_path, frames):
         want = "is a file"
     elif case == "unknown-config":
         args += ["--sam2-config", "sam9_hiera_zz"]
+        want = "unknown SAM2 config"
+    elif case == "unknown-config-real-weights":
+        args = [a for a in args if a != "--random-weights"] + ["--sam2-config", "sam9_hiera_zz"]
         want = "unknown SAM2 config"
     elif case == "max-frames":
         args += ["--max-frames", "-1"]

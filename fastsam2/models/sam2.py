@@ -96,6 +96,7 @@ def fetch_checkpoint(
                 raise WeightsUnavailable(f"could not read checkpoint {checkpoint}: {exc}") from exc
         return target
 
+    config_file(config_name)  # an unknown name is a named ValueError, not a KeyError
     url = CHECKPOINT_URLS[config_name.removesuffix(".yaml")]
     target = cache_dir() / Path(url).name
     if target.is_file():
