@@ -376,3 +376,19 @@ def test_changed_settings_on_resume_stop_with_one_line(tmp_path, frames):
     assert (out / "_fastsam2_settings.json").stat().st_mtime_ns == mtime
     record_settings(first.model_copy(update={"allow_mixed_settings": True,
                                              "pruning": first.pruning.model_copy(update={"keep_ratio": 0.5})}))
+
+
+def test_sam2_checkpoints_load_through_the_safe_loader(tmp_path):
+    from fastsam2.models.checkpoint import UnsafeCheckpoint
+    from fastsam2.models.sam2 import build_video_predictor
+
+    ref = build_video_predictor(image_size=256, device="cpu", random_weights=True, seed=1)
+    torch.save({"model": ref.state_dict()}, tmp_path / "good.pt")
+    loaded = build_video_predictor(checkpoint=str(tmp_path / "good.pt"), image_size=256, device="cpu", seed=2)
+    name, param = next(iter(ref.state_dict().items()))
+    assert torch.equal(loaded.state_dict()[name], param)  # the file's weights, not seed 2's
+    marker = tmp_path / "pwned"
+    torch.save({"model": {}, "x": _RunsCode(f"touch {marker}")}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeCheckpoint):
+        build_video_predictor(checkpoint=str(tmp_path / "evil.pt"), image_size=256, device="cpu")
+    assert not marker.exists()
