@@ -77,6 +77,14 @@ def preflight(cfg: JobConfig) -> None:
         config_file(cfg.model.sam2_config)
     except ValueError as exc:
         raise SetupError(f"--sam2-config: {exc}") from None
+    local_weights = {"--sam2-checkpoint": cfg.model.sam2_checkpoint,
+                     "--detector-weights": None if cfg.prompts.detector_weights == "default" else cfg.prompts.detector_weights}
+    for flag, path in local_weights.items():
+        if path and "://" not in path and not cfg.model.random_weights:
+            try:  # mapped, not read: cheap even for a large checkpoint
+                load_mapping(path, flag.removeprefix("--").replace("-", " "), mmap=True)
+            except (UnsafeCheckpoint, FileNotFoundError) as exc:
+                raise SetupError(f"{flag}: {exc}") from None
     if cfg.pruning.router_weights:
         from fastsam2.tracking.router import WEIGHTS_FORMAT
 

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import fsspec
@@ -188,6 +189,13 @@ def read_table(root: str, table: str, storage_options: dict[str, Any] | None = N
     if not files:
         empty = SCHEMAS[table].empty_table()
         return empty.select(columns) if columns else empty
-    fs = filesystem_for(root, storage_options)
-    tables = [pq.read_table(f, columns=columns, filesystem=fs if is_remote(root) else None) for f in files]
+    fs = filesystem_for(root, storage_options) if is_remote(root) else None
+
+    def read_one(path: str) -> pa.Table:
+        return pq.read_table(path, columns=columns, filesystem=fs)
+
+    # One small file per video: on S3 latency dominates, so read several at once (the
+    # resume check reads every videos/ and errors/ file of the root).
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        tables = list(pool.map(read_one, files))
     return pa.concat_tables(tables, promote_options="default")

@@ -392,3 +392,18 @@ def test_sam2_checkpoints_load_through_the_safe_loader(tmp_path):
     with pytest.raises(UnsafeCheckpoint):
         build_video_predictor(checkpoint=str(tmp_path / "evil.pt"), image_size=256, device="cpu")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("flag", ["--sam2-checkpoint", "--detector-weights"])
+def test_malicious_model_weights_are_refused_on_the_driver(flag, tmp_path, frames, monkeypatch):
+    from fastsam2.models import sam2 as sam2_models
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "x": _RunsCode(f"touch {marker}")}, evil)
+    # The CLI's own download check accepts a local file as it is; what is in it is checked before Ray.
+    monkeypatch.setattr(sam2_models, "fetch_checkpoint", lambda *a, **k: evil)
+    r = invoke("run", frames, "-o", tmp_path / "out", "--point", "5,5", flag, evil)
+    assert r.exit_code == 2, r.output
+    assert flag in r.output and "run code" in r.output and "Traceback" not in r.output
+    assert not marker.exists()

@@ -21,13 +21,22 @@ class UnsafeCheckpoint(ValueError):
     """A checkpoint that is not plain data (it would run code when loaded), or not a checkpoint."""
 
 
-def load_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
-    """Plain data (state dicts, tensors, config values) from ``path``; never runs code from it."""
+def load_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> Any:
+    """Plain data (state dicts, tensors, config values) from ``path``; never runs code from it.
+
+    ``mmap`` maps tensors instead of reading them (a cheap check of a large file on the
+    driver); files in PyTorch's old non-zip format are then read normally.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if not (mmap and "mmap" in str(exc)):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
         detail = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), "")
@@ -40,9 +49,9 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
 
 
-def load_mapping(path: str | Path, what: str = "checkpoint") -> dict:
+def load_mapping(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> dict:
     """:func:`load_checkpoint` for files that must hold a dict (all of ours do)."""
-    blob = load_checkpoint(path, what)
+    blob = load_checkpoint(path, what, mmap=mmap)
     if not isinstance(blob, dict):
         raise UnsafeCheckpoint(f"{what} {path} holds a {type(blob).__name__}, not a dict of weights")
     return blob
