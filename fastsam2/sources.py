@@ -159,6 +159,8 @@ def discover(inputs: list[str], storage_options: dict | None = None,
     """
     tasks: list[VideoTask] = []
     for uri in map(normalize_uri, inputs):
+        if not is_remote(uri):  # one spelling per local video, so a resume from elsewhere finds it done
+            uri = os.path.abspath(uri)
         try:
             tasks.extend(_discover_one(uri, storage_options))
         except InputError:

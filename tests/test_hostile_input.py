@@ -150,7 +150,7 @@ def test_manifest_ids_are_safe_unique_and_keep_the_users_name(tmp_path):
     assert {t.uri: t.video_id for t in again} == {t.uri: t.video_id for t in tasks}
 
 
-def test_done_is_decided_by_the_stored_id_not_a_file_name(tmp_path):
+def test_done_is_decided_by_the_stored_id_not_a_file_name(tmp_path, monkeypatch):
     root = tmp_path / "out"
     other = tmp_path / "b.mp4"  # a different video that happens to be called "b"
     tables = {
@@ -162,6 +162,9 @@ def test_done_is_decided_by_the_stored_id_not_a_file_name(tmp_path):
     tasks, todo = plan_tasks(cfg)
     assert [t.uri for t in todo] == [str(other)]  # only the recorded URI is done
     assert todo[0].video_id != "b"  # and the new one cannot take the recorded id
+    monkeypatch.chdir(tmp_path)  # the same video spelled as a relative path is the same video
+    _, todo = plan_tasks(JobConfig(inputs=["a/b.mp4"], output=str(root)))
+    assert todo == []
 
 
 def test_file_uris_in_inputs_and_manifests(tmp_path, frames):
