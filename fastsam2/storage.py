@@ -189,10 +189,13 @@ def read_table(root: str, table: str, storage_options: dict[str, Any] | None = N
     if not files:
         empty = SCHEMAS[table].empty_table()
         return empty.select(columns) if columns else empty
-    fs = filesystem_for(root, storage_options) if is_remote(root) else None
+    if not is_remote(root):  # ParquetFile, not read_table: no dataset machinery per small file
+        return pa.concat_tables([pq.ParquetFile(f).read(columns=columns) for f in files], promote_options="default")
+    fs = filesystem_for(root, storage_options)
 
     def read_one(path: str) -> pa.Table:
-        return pq.read_table(path, columns=columns, filesystem=fs)
+        with fs.open(path, "rb") as f:
+            return pq.ParquetFile(f).read(columns=columns)
 
     # One small file per video: on S3 latency dominates, so read several at once (the
     # resume check reads every videos/ and errors/ file of the root).
