@@ -7,6 +7,7 @@ come back as one line naming the cause, not a traceback.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,11 @@ def print_summary(summary) -> None:
               help="Log level (-v is info; debug also shows SAM2's per-video progress bars).")
 @click.version_option(package_name="fastsam2-batch")
 def main(verbose: bool, log_level: str) -> None:
-    """Auto-label video datasets with SAM2, fast: Ray pipeline, token pruning, masks to Parquet."""
+    """Auto-label video datasets with SAM2, fast: Ray pipeline, token pruning, masks to Parquet.
+
+    Exit status of run and demo: 0 every video ok or already done; 3 some video failed
+    (see errors/); 2 the run could not start (bad input, config, output or weights).
+    """
     configure_logging("info" if verbose and log_level == "warning" else log_level)
 
 
@@ -63,17 +68,27 @@ def _check_weights(cfg: JobConfig) -> None:
         fetch_checkpoint(cfg.model.sam2_config, cfg.model.sam2_checkpoint, cfg.storage_options)
     except WeightsUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # unknown --sam2-config
+        raise SetupFailed(f"--sam2-config: {exc}") from None
 
 
-def _run(cfg: JobConfig, address: str | None = None) -> None:
-    from fastsam2.pipeline import run_pipeline
+class SetupFailed(click.ClickException):
+    """The run could not start (bad input, output root, weights): one line, exit 2 as run_job.py."""
+
+    exit_code = 2
+
+
+def _run(cfg: JobConfig, address: str | None = None) -> int:
+    """Run the job, print its summary; the exit status (:func:`fastsam2.pipeline.exit_code`)."""
+    from fastsam2.pipeline import exit_code, run_pipeline
     from fastsam2.sources import InputError
 
     try:
         summary = run_pipeline(cfg, progress=True, address=address)
     except InputError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise SetupFailed(str(exc)) from None
     print_summary(summary)
+    return exit_code(summary)
 
 
 @main.command()
@@ -99,7 +114,7 @@ def run(inputs: tuple[str, ...], dry_run: bool, **kw: Any) -> None:
             raise click.ClickException(str(exc)) from None
         return
     _check_weights(cfg)
-    _run(cfg)
+    sys.exit(_run(cfg))
 
 
 @main.command()
@@ -127,7 +142,7 @@ def demo(output: str, image_size: int, num_frames: int, device: str, random_weig
             click.secho(f"{exc}\nThe demo goes on with random weights.", fg="yellow", err=True)
             cfg.model.random_weights = True
     click.echo(f"Sample videos (with ground truth): {out / 'samples'}")
-    _run(cfg)
+    code = _run(cfg)
     from fastsam2.eval.evaluate import evaluate
 
     scores = evaluate(str(out / "samples"), [cfg.output])[0].global_metrics()
@@ -136,6 +151,7 @@ def demo(output: str, image_size: int, num_frames: int, device: str, random_weig
                + ("  [random weights: expect noise]" if cfg.model.random_weights else ""))
     click.echo(f"Inspect: fastsam2-batch report {out / 'results'}   |   "
                f"fastsam2-batch eval --gt {out / 'samples'} --pred {out / 'results'}")
+    sys.exit(code)
 
 
 for _command in (eval_command, export_command, report_command, train_router_command, submit_command, status_command, stop_command):

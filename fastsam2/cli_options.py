@@ -59,7 +59,7 @@ def job_options(fn):
                      help="Who captions auto prompts (none: no text, the router runs without it)."),
         click.option("--caption-model", help="Captioning model."),
         click.option("--caption-endpoint", help="OpenAI-compatible endpoint URL for --caption-backend openai."),
-        click.option("--max-frames", type=int, help="Track at most this many frames per video (none: all)."),
+        click.option("--max-frames", type=click.IntRange(min=1), help="Track at most this many frames per video (none: all)."),
         click.option("--storage-options", help="JSON of fsspec/s3fs options, e.g. '{\"anon\": false}'."),
         click.option("--track-gpus", type=float, help="GPUs per SAM2 actor (fractional allowed)."),
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
@@ -68,6 +68,8 @@ def job_options(fn):
                           "caption.batch_size=16 (stages: propose, caption, track, write)."),
         click.option("--detector-weights", help="RPN weights: a file, or 'default' for torchvision's cache."),
         click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box."),
+        click.option("--allow-mixed-settings", is_flag=True, default=None,
+                     help="Add to an --output whose earlier runs used other settings (normally refused)."),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -175,6 +177,7 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
         "output": kw.get("output"),
         "storage_options": storage_options,
         "max_frames": kw.get("max_frames"),
+        "allow_mixed_settings": kw.get("allow_mixed_settings"),
         "model": {
             "sam2_config": kw.get("sam2_config"),
             "sam2_checkpoint": kw.get("sam2_checkpoint"),
@@ -199,9 +202,7 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
     }
     base: dict = {}
     if kw.get("config_file"):
-        import yaml
-
-        base = yaml.safe_load(Path(kw["config_file"]).read_text()) or {}
+        base = _read_yaml(kw["config_file"])
     data = deep_merge(base, flags)
     if not data.get("inputs"):
         raise click.UsageError("give at least one INPUT (video file, frame folder, dataset folder, glob or manifest)")
@@ -213,4 +214,26 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
-        raise click.UsageError(describe_errors(exc, from_file=bool(kw.get("config_file")))) from None
+        raise click.UsageError(f"invalid job config: {describe_errors(exc, from_file=bool(kw.get('config_file')))}") from None
+
+
+def _read_yaml(path: str) -> dict:
+    """``--config FILE`` as a mapping (YAML via safe_load only); errors name the line, never the text."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise click.UsageError(f"--config {path}: not valid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise click.UsageError(f"--config {path}: not valid YAML ({type(exc).__name__})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"--config {path}: cannot read it ({type(exc).__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise click.UsageError(f"--config {path}: expected a mapping (inputs:, output:, model:, ...), "
+                               f"got a {type(data).__name__}")
+    return data

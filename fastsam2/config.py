@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ObjectPrompt(BaseModel):
@@ -30,6 +30,8 @@ class VideoTask(BaseModel):
     video_id: str
     uri: str
     kind: Literal["file", "frames"] = "file"
+    # The user's own id (a manifest's video_id column) as given, when the safe id differs from it.
+    source_id: str | None = None
     objects: list[ObjectPrompt] = Field(default_factory=list)
     text: str | None = None
     prompt_source: Literal["user", "auto"] | None = None
@@ -137,11 +139,25 @@ class JobConfig(BaseModel):
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     resources: dict[str, StageResources] = Field(default_factory=default_resources)
     max_frames: int | None = None
+    # Add to an output root whose recorded settings differ (see fastsam2.run_settings).
+    allow_mixed_settings: bool = False
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     # Test-only fault injection: kill the tracking actor's process once, at this frame;
     # the marker file records that it happened (see stages.TrackStage).
     fault_kill_at_frame: int | None = None
     fault_marker: str | None = None
+
+    @field_validator("max_frames")
+    @classmethod
+    def _at_least_one_frame(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("max_frames must be at least 1 (leave it out for every frame)")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _plain_local_path(cls, v: str) -> str:
+        return v[len("file://"):] if v.startswith("file://") else v
 
     @field_validator("resources")
     @classmethod
@@ -161,6 +177,11 @@ class JobConfig(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """``field: message; ...`` for a pydantic error, never the values given (they may be secrets)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
 
 
 def deep_merge(base: dict, over: dict) -> dict:

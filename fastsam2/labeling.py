@@ -37,6 +37,7 @@ def error_row(task: VideoTask, stage: str, exc: BaseException, run_id: str) -> d
     return {
         "video_id": task.video_id,
         "uri": task.uri,
+        "source_id": task.source_id,
         "stage": stage,
         "error_type": type(exc).__name__,
         "message": str(exc) or repr(exc),
@@ -100,6 +101,7 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
     result.video = {
         "video_id": task.video_id,
         "uri": task.uri,
+        "source_id": task.source_id,
         "status": "ok",
         "num_frames": info.num_frames,
         "height": info.height,

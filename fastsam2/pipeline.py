@@ -14,10 +14,21 @@ import sys
 from dataclasses import dataclass, field
 
 from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
-from fastsam2.sources import discover
-from fastsam2.storage import done_video_ids
+from fastsam2.sources import InputError, discover
+from fastsam2.storage import is_remote, recorded_ids, strip_protocol
 
 log = logging.getLogger(__name__)
+
+#: Exit status of ``run``, ``demo`` and ``jobs/run_job.py``: every video ok or already done.
+EXIT_OK = 0
+#: The run could not start: bad config, input, output root or weights (nothing was labelled).
+EXIT_SETUP = 2
+#: The run finished but at least one video failed (its errors/ row says why; a re-run retries it).
+EXIT_VIDEOS_FAILED = 3
+
+
+class SetupError(InputError):
+    """Found on the driver before Ray starts: one line naming the cause."""
 
 
 @dataclass
@@ -33,9 +44,81 @@ class RunSummary:
     random_weights: bool = False
 
 
+def exit_code(summary: RunSummary) -> int:
+    """:data:`EXIT_VIDEOS_FAILED` when any video failed, else :data:`EXIT_OK`."""
+    return EXIT_VIDEOS_FAILED if summary.failed else EXIT_OK
+
+
+def check_output_root(root: str) -> None:
+    """A local output root must be a folder we can write (or be creatable): found before any work."""
+    if is_remote(root):
+        return  # an object store is probed by writing the settings file
+    path = os.path.abspath(strip_protocol(root))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        what = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+        raise SetupError(f"--output {root} {what}; give a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SetupError(f"--output {root}: no permission to write in {probe}")
+
+
+def preflight(cfg: JobConfig) -> None:
+    """Everything the driver can check before Ray starts, each failure one line (:class:`SetupError`)."""
+    from fastsam2.models.checkpoint import UnsafeCheckpoint, load_mapping
+    from fastsam2.models.sam2 import config_file
+
+    check_output_root(cfg.output)
+    try:
+        config_file(cfg.model.sam2_config)
+    except ValueError as exc:
+        raise SetupError(f"--sam2-config: {exc}") from None
+    local_weights = {"--sam2-checkpoint": cfg.model.sam2_checkpoint,
+                     "--detector-weights": None if cfg.prompts.detector_weights == "default" else cfg.prompts.detector_weights}
+    for flag, path in local_weights.items():
+        if path and "://" not in path and not cfg.model.random_weights:
+            try:  # mapped, not read: cheap even for a large checkpoint
+                load_mapping(path, flag.removeprefix("--").replace("-", " "), mmap=True)
+            except (UnsafeCheckpoint, FileNotFoundError) as exc:
+                raise SetupError(f"{flag}: {exc}") from None
+    if cfg.pruning.router_weights:
+        from fastsam2.tracking.router import WEIGHTS_FORMAT
+
+        try:
+            blob = load_mapping(cfg.pruning.router_weights, "router weights")
+        except (UnsafeCheckpoint, FileNotFoundError) as exc:
+            raise SetupError(f"--router-weights: {exc}") from None
+        if blob.get("format") != WEIGHTS_FORMAT:
+            raise SetupError(f"--router-weights: {cfg.pruning.router_weights} is not a fastsam2 router "
+                             "weights file (make one with train-router)")
+
+
+def record_settings(cfg: JobConfig) -> None:
+    """Record the run's settings at the output root, or stop when it holds other ones."""
+    from fastsam2.run_settings import MixedSettings, check_and_record
+
+    try:
+        check_and_record(cfg)
+    except MixedSettings as exc:
+        raise SetupError(str(exc)) from None
+    except OSError as exc:
+        raise SetupError(f"--output {cfg.output}: cannot write there ({type(exc).__name__}: {exc})") from None
+
+
 def plan_tasks(cfg: JobConfig) -> tuple[list[VideoTask], list[VideoTask]]:
-    """(all tasks, tasks still to do) with the job-wide prompt options applied."""
-    tasks = discover(cfg.inputs, cfg.storage_options)
+    """(all tasks, tasks still to do) with the job-wide prompt options applied.
+
+    A video is done when a ``videos/`` row records its URI; it keeps the id stored
+    there (and one that only failed keeps its ``errors/`` id), whatever else is in
+    the inputs now.
+    """
+    done = recorded_ids(cfg.output, "videos", cfg.storage_options)
+    failed = recorded_ids(cfg.output, "errors", cfg.storage_options)
+    tasks = discover(cfg.inputs, cfg.storage_options, recorded={**failed, **done})
     p = cfg.prompts
     for t in tasks:
         if not t.objects and (p.point or p.box):
@@ -45,8 +128,7 @@ def plan_tasks(cfg: JobConfig) -> tuple[list[VideoTask], list[VideoTask]]:
         # A user click or box skips the automatic steps; so does --prompts user
         # (a video without a prompt then fails with a clear "no prompt" error).
         t.prompt_source = "user" if t.objects or p.mode == "user" else "auto"
-    done = done_video_ids(cfg.output, cfg.storage_options)
-    return tasks, [t for t in tasks if t.video_id not in done]
+    return tasks, [t for t in tasks if done.get(t.uri) != t.video_id]
 
 
 def init_ray(address: str | None = None) -> None:
@@ -139,8 +221,13 @@ def build_dataset(cfg: JobConfig, tasks: list[VideoTask]):
 
 
 def run_pipeline(cfg: JobConfig, progress: bool = True, address: str | None = None) -> RunSummary:
-    """Label every video of ``cfg.inputs`` not yet done under ``cfg.output``."""
+    """Label every video of ``cfg.inputs`` not yet done under ``cfg.output``.
+
+    Raises :class:`SetupError` (and :class:`~fastsam2.sources.InputError`) before Ray starts.
+    """
+    preflight(cfg)
     tasks, todo = plan_tasks(cfg)
+    record_settings(cfg)
     summary = RunSummary(output=cfg.output, run_id=cfg.run_id, total=len(tasks), skipped=len(tasks) - len(todo),
                          random_weights=cfg.model.random_weights)
     if not todo:

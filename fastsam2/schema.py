@@ -1,7 +1,8 @@
 """The Arrow schemas of every table a run writes, in one place.
 
 A run's output root holds one folder per table, each with one Parquet file per
-video (``<table>/<video_id>.parquet``), written atomically:
+video (``<table>/<video_id>.parquet``, the id made safe by :mod:`fastsam2.video_ids`),
+written atomically, plus the run settings file (:mod:`fastsam2.run_settings`):
 
 - ``masks/``  one row per (video, object, frame): COCO RLE and box.
 - ``frames/`` one row per frame: per-component timings, tokens kept, memory.
@@ -57,6 +58,8 @@ VIDEOS = pa.schema(
     [
         ("video_id", pa.string()),
         ("uri", pa.string()),
+        # The user's own id (manifest video_id) when it was not a safe file name and was changed.
+        ("source_id", pa.string()),
         ("status", pa.string()),
         ("num_frames", pa.int32()),
         ("height", pa.int32()),
@@ -96,6 +99,7 @@ ERRORS = pa.schema(
     [
         ("video_id", pa.string()),
         ("uri", pa.string()),
+        ("source_id", pa.string()),
         ("stage", pa.string()),
         ("error_type", pa.string()),
         ("message", pa.string()),

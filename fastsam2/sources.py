@@ -14,14 +14,14 @@ from __future__ import annotations
 import glob as globmod
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
 from fastsam2.config import ObjectPrompt, VideoTask
-from fastsam2.storage import filesystem_for, is_remote, strip_protocol
+from fastsam2.storage import filesystem_for, is_remote, normalize_uri, strip_protocol
+from fastsam2.video_ids import assign_ids, safe_id
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 FRAME_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -32,13 +32,16 @@ class InputError(ValueError):
     """An INPUT that names nothing we can read."""
 
 
-def video_id_for(uri: str) -> str:
-    """A stable, filename-safe id: the file stem or the folder name."""
+def name_for(uri: str) -> str:
+    """What a video is called by its location: the file stem or the folder name (unsanitised)."""
     name = os.path.basename(uri.rstrip("/"))
     stem, ext = os.path.splitext(name)
-    if ext.lower() in VIDEO_EXTS:
-        name = stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "video"
+    return stem if ext.lower() in VIDEO_EXTS else name
+
+
+def video_id_for(uri: str) -> str:
+    """The filename-safe id of one video on its own (see :mod:`fastsam2.video_ids`)."""
+    return safe_id(name_for(uri))
 
 
 def _with_protocol(uri: str, path: str) -> str:
@@ -73,15 +76,37 @@ def _tasks_in_folder(fs, uri: str) -> list[VideoTask]:
     return tasks
 
 
-def _parse_xy(value: Any, n: int, what: str) -> list[float] | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value == ""
+
+
+def _parse_xy(value: Any, n: int, where: str) -> list[float] | None:
+    """A point/box cell: ``"x,y"``, ``"[x, y]"`` or a list; a named error otherwise."""
+    if _blank(value):
         return None
-    if isinstance(value, str):
-        value = json.loads(value) if value.strip().startswith("[") else value.split(",")
-    out = [float(v) for v in value]
-    if len(out) != n:
-        raise InputError(f"{what} needs {n} numbers, got {value!r}")
+    try:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        out = [float(v) for v in value]
+        if not all(np.isfinite(out)):
+            raise ValueError("not finite")
+    except (ValueError, TypeError):
+        out = None
+    if out is None or len(out) != n:
+        raise InputError(f"{where}: expected {n} comma-separated numbers, got {str(value)[:80]!r}")
     return out
+
+
+def _parse_obj_id(value: Any, default: int, where: str) -> int:
+    if _blank(value):
+        return default
+    try:
+        f = float(value)
+        if f != int(f) or f < 0:
+            raise ValueError
+        return int(f)
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"{where}: expected a whole number >= 0, got {str(value)[:80]!r}") from None
 
 
 def _read_manifest(uri: str, storage_options: dict | None) -> list[VideoTask]:
@@ -104,31 +129,40 @@ def _read_manifest(uri: str, storage_options: dict | None) -> list[VideoTask]:
         raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
     base = os.path.dirname(uri)
     grouped: dict[str, VideoTask] = {}
-    for i, row in enumerate(table.to_pylist()):
-        video_uri = str(row["uri"])
+    for i, row in enumerate(table.to_pylist(), start=1):
+        where = f"manifest {uri} row {i}"  # data rows, 1-based (the header is not counted)
+        if _blank(row["uri"]):
+            raise InputError(f"{where}, column 'uri': empty")
+        video_uri = normalize_uri(str(row["uri"]))
         if not is_remote(video_uri) and not os.path.isabs(video_uri):
             video_uri = f"{base}/{video_uri}" if is_remote(base) else os.path.join(base, video_uri)
         kind = "file" if video_uri.lower().endswith(VIDEO_EXTS) else "frames"
-        vid = str(row.get("video_id") or video_id_for(video_uri))
-        task = grouped.setdefault(video_uri, VideoTask(video_id=vid, uri=video_uri, kind=kind))
-        point = _parse_xy(row.get("point"), 2, f"manifest row {i} point")
-        box = _parse_xy(row.get("box"), 4, f"manifest row {i} box")
+        own_id = None if _blank(row.get("video_id")) else str(row["video_id"])
+        task = grouped.setdefault(video_uri, VideoTask(video_id=safe_id(own_id or name_for(video_uri)),
+                                                       uri=video_uri, kind=kind, source_id=own_id))
+        point = _parse_xy(row.get("point"), 2, f"{where}, column 'point'")
+        box = _parse_xy(row.get("box"), 4, f"{where}, column 'box'")
         if row.get("text"):
             task.text = str(row["text"])
         if point or box:
-            obj_id = int(row.get("obj_id") or len(task.objects) + 1)
+            obj_id = _parse_obj_id(row.get("obj_id"), len(task.objects) + 1, f"{where}, column 'obj_id'")
             task.objects.append(ObjectPrompt(obj_id=obj_id, point=point, box=box))
     return list(grouped.values())
 
 
-def discover(inputs: list[str], storage_options: dict | None = None) -> list[VideoTask]:
+def discover(inputs: list[str], storage_options: dict | None = None,
+             recorded: dict[str, str] | None = None) -> list[VideoTask]:
     """Expand every INPUT into video tasks (deduplicated by URI, in input order).
 
+    Ids are made unique over the whole set by :func:`fastsam2.video_ids.assign_ids`;
+    ``recorded`` (``{uri: id}`` already under the output root) pins those inputs' ids.
     An INPUT that names nothing raises :class:`InputError`; a video that exists
     but cannot be decoded is found later, per video, and becomes an error row.
     """
     tasks: list[VideoTask] = []
-    for uri in inputs:
+    for uri in map(normalize_uri, inputs):
+        if not is_remote(uri):  # one spelling per local video, so a resume from elsewhere finds it done
+            uri = os.path.abspath(uri)
         try:
             tasks.extend(_discover_one(uri, storage_options))
         except InputError:
@@ -139,7 +173,7 @@ def discover(inputs: list[str], storage_options: dict | None = None) -> list[Vid
                 tasks.append(VideoTask(video_id=video_id_for(uri), uri=uri, kind="file"))
             else:
                 raise InputError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
-    return _unique(tasks)
+    return _unique(tasks, recorded)
 
 
 def _discover_one(uri: str, storage_options: dict | None) -> list[VideoTask]:
@@ -174,21 +208,20 @@ def _discover_one(uri: str, storage_options: dict | None) -> list[VideoTask]:
     return tasks
 
 
-def _unique(tasks: list[VideoTask]) -> list[VideoTask]:
-    """Drop repeated URIs; make repeated names unique (``name-1``, ...), in input order."""
-    seen: set[str] = set()
-    unique: list[VideoTask] = []
-    ids: dict[str, int] = {}
+def _unique(tasks: list[VideoTask], recorded: dict[str, str] | None = None) -> list[VideoTask]:
+    """Drop repeated URIs; give every task its final, unique id.
+
+    The user's own manifest id is kept in ``source_id`` only when the id had to change.
+    """
+    first: dict[str, VideoTask] = {}
     for t in tasks:
-        if t.uri in seen:
-            continue
-        seen.add(t.uri)
-        if t.video_id in ids:  # same name in two folders: keep ids unique
-            ids[t.video_id] += 1
-            t.video_id = f"{t.video_id}-{ids[t.video_id]}"
-        else:
-            ids[t.video_id] = 0
-        unique.append(t)
+        first.setdefault(t.uri, t)
+    unique = list(first.values())
+    ids = assign_ids({t.uri: t.source_id or name_for(t.uri) for t in unique}, recorded)
+    for t in unique:
+        t.video_id = ids[t.uri]
+        if t.source_id == t.video_id:
+            t.source_id = None
     return unique
 
 
@@ -272,7 +305,13 @@ class FrameReader:
         n = self.info.num_frames
         if self.task.kind == "frames":
             for path in self._frame_paths()[:n]:
-                yield self._read_image(path)
+                image = self._read_image(path)
+                if image.shape[:2] != (self.info.height, self.info.width):
+                    raise VideoReadError(
+                        f"{self.task.uri}: frame {os.path.basename(path)} is {image.shape[1]}x{image.shape[0]}, "
+                        f"the first frame is {self.info.width}x{self.info.height}; all frames of a video "
+                        "must have one size")
+                yield image
             return
         container, handle = self._open_container()
         try:

@@ -198,14 +198,26 @@ class TrackStage:
 
 
 class WriteStage:
-    """Writes each video's tables under the output root (atomic, retried on I/O errors).
+    """Writes each video's tables under the output root (atomic, retried on transient I/O errors).
 
-    A write that still fails after its retries is reported in the summary row
-    (the video is then redone by the next run); it does not stop the job.
+    A write that still fails is reported in the summary row and, where the storage
+    still takes it, as an errors/ row (the video is then redone by the next run);
+    it does not stop the job.
     """
 
     def __init__(self, config_json: str):
         self.cfg = JobConfig.model_validate_json(config_json)
+
+    def _record_write_failure(self, video_id: str, payload: dict, exc: BaseException) -> None:
+        """Best effort: an errors/ row for a video whose rows could not be written."""
+        try:
+            data = payload.get("videos") or payload.get("errors")
+            first = from_ipc(data).to_pylist()[0] if data is not None else {}
+            task = VideoTask(video_id=video_id, uri=str(first.get("uri") or ""), source_id=first.get("source_id"))
+            row = error_row(task, "write", exc, self.cfg.run_id)
+            write_video(self.cfg.output, video_id, {"errors": table_from_rows("errors", [row])}, self.cfg.storage_options)
+        except Exception as again:  # noqa: BLE001 - e.g. the disk is still full
+            log.error("could not record the write failure of %s either: %s: %s", video_id, type(again).__name__, again)
 
     def __call__(self, batch: dict) -> dict:
         summary: dict[str, list] = {"video_id": [], "status": [], "num_masks": [], "message": []}
@@ -223,6 +235,7 @@ class WriteStage:
             except Exception as exc:  # noqa: BLE001
                 log.error("writing %s failed: %s: %s", video_id, type(exc).__name__, exc)
                 status, message = "error", f"[write] {type(exc).__name__}: {exc} (not written; a re-run redoes it)"
+                self._record_write_failure(video_id, payload, exc)
             summary["video_id"].append(video_id)
             summary["status"].append(status)
             summary["num_masks"].append(num_masks)

@@ -12,11 +12,13 @@ file, so a crash mid-run leaves only whole per-video files behind.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import fsspec
@@ -33,6 +35,11 @@ def is_remote(uri: str) -> bool:
 
 def strip_protocol(uri: str) -> str:
     return uri.split("://", 1)[1] if "://" in uri else uri
+
+
+def normalize_uri(uri: str) -> str:
+    """``file:///abs/path`` (or ``file://rel``) -> the plain local path; other URIs unchanged."""
+    return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
 def filesystem_for(uri: str, storage_options: dict[str, Any] | None = None) -> fsspec.AbstractFileSystem:
@@ -57,19 +64,30 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
 
+#: OS errors no retry can fix: a full or read-only disk, a name too long, no permission.
+PERMANENT_ERRNOS = frozenset({errno.ENOSPC, errno.ENAMETOOLONG, errno.EROFS, errno.EDQUOT,
+                              errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENOENT})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for I/O errors that a retry cannot fix."""
+    if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in PERMANENT_ERRNOS
+
+
 def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.5) -> T:
     """Run ``fn``, retrying transient I/O errors with exponential backoff.
 
     Object stores fail transiently (throttling, resets); losing a finished
-    video's masks to one such error would waste minutes of GPU time.
+    video's masks to one such error would waste minutes of GPU time. Errors in
+    :data:`PERMANENT_ERRNOS` are raised at once.
     """
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except (PermissionError, FileNotFoundError, IsADirectoryError):
-            raise  # not transient: retrying cannot help
-        except (OSError, TimeoutError) as exc:
-            if attempt == attempts:
+        except OSError as exc:
+            if is_permanent(exc) or attempt == attempts:
                 raise
             delay = base_delay * 2 ** (attempt - 1)
             log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(exc).__name__, exc, attempt, attempts - 1, delay)
@@ -91,11 +109,40 @@ def write_parquet_atomic(table: pa.Table, uri: str, storage_options: dict[str, A
         else:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                _remove_quietly(tmp)  # no debris on a full disk, a kill signal, anything
+                raise
 
     with_retries(_write, f"write {uri}")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def write_bytes_atomic(data: bytes, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Write small bytes (e.g. the run settings file) so readers see all or nothing."""
+    fs = filesystem_for(uri, storage_options)
+    if is_remote(uri):
+        with_retries(lambda: fs.pipe_file(strip_protocol(uri), data), f"write {uri}")
+        return
+    path = os.path.abspath(strip_protocol(uri))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
 
 
 def delete_if_exists(uri: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -121,18 +168,37 @@ def list_parquet(root: str, table: str, storage_options: dict[str, Any] | None =
     return sorted(p for p in files if p.endswith(".parquet") and not os.path.basename(p).startswith("."))
 
 
+def recorded_ids(root: str, table: str, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """``{uri: video_id}`` as stored in the rows of ``videos/`` or ``errors/`` (never from file names)."""
+    rows = read_table(root, table, storage_options, columns=["uri", "video_id"]).to_pylist()
+    return {r["uri"]: r["video_id"] for r in rows if r["uri"] is not None and r["video_id"] is not None}
+
+
 def done_video_ids(root: str, storage_options: dict[str, Any] | None = None) -> set[str]:
-    """Videos whose ``videos/`` row exists: written last, so they are complete."""
-    return {os.path.basename(p)[: -len(".parquet")] for p in list_parquet(root, "videos", storage_options)}
+    """Videos whose ``videos/`` row exists (written last, so they are complete), by their stored id."""
+    ids = read_table(root, "videos", storage_options, columns=["video_id"]).column("video_id").to_pylist()
+    return {i for i in ids if i is not None}
 
 
-def read_table(root: str, table: str, storage_options: dict[str, Any] | None = None) -> pa.Table:
+def read_table(root: str, table: str, storage_options: dict[str, Any] | None = None,
+               columns: list[str] | None = None) -> pa.Table:
     """Read every file of one output table into one Arrow table (empty if none)."""
     from fastsam2.schema import SCHEMAS
 
     files = list_parquet(root, table, storage_options)
     if not files:
-        return SCHEMAS[table].empty_table()
+        empty = SCHEMAS[table].empty_table()
+        return empty.select(columns) if columns else empty
+    if not is_remote(root):  # ParquetFile, not read_table: no dataset machinery per small file
+        return pa.concat_tables([pq.ParquetFile(f).read(columns=columns) for f in files], promote_options="default")
     fs = filesystem_for(root, storage_options)
-    tables = [pq.read_table(f, filesystem=fs if is_remote(root) else None) for f in files]
+
+    def read_one(path: str) -> pa.Table:
+        with fs.open(path, "rb") as f:
+            return pq.ParquetFile(f).read(columns=columns)
+
+    # One small file per video: on S3 latency dominates, so read several at once (the
+    # resume check reads every videos/ and errors/ file of the root).
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        tables = list(pool.map(read_one, files))
     return pa.concat_tables(tables, promote_options="default")

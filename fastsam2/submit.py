@@ -13,10 +13,18 @@ The token comes from ``--auth-token``, ``--auth-token-file``, ``$RAY_AUTH_TOKEN`
 named by ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, first found wins. It is sent as
 an ``Authorization`` header and never printed; a rejected token gives one clear line.
 
-Secrets: by default only the non-secret S3 settings (``AWS_ENDPOINT_URL``,
-``AWS_DEFAULT_REGION``, ...) travel to the job as runtime-env variables;
-``--forward-aws-credentials`` adds the access keys. Runtime-env variables are visible to
-anyone who can read the cluster's Jobs API; on AWS prefer instance roles.
+Secrets: nothing secret is written into what submit uploads. Keys, secrets and tokens
+in ``--storage-options`` are stripped from the shipped ``job.json`` (with a note naming
+them); the cluster gets its own credentials: an instance role (AWS), a Kubernetes secret
+mounted as ``AWS_*`` variables (KubeRay), or ``AWS_*`` variables set on the workers. By
+default only the non-secret S3 settings (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ...)
+travel to the job as runtime-env variables; ``--forward-aws-credentials`` (opt-in) adds
+the local access keys, which are then visible to anyone who can read Ray's job info and
+logs.
+
+Exit status of ``submit --wait`` and ``status --follow``: the job's own (0 ok, 3 some video
+failed, 2 could not start; see ``jobs/run_job.py``), 1 when it failed without one,
+124 when ``--wait-timeout`` passed first.
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ AWS_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
 # Secret: forwarded only with --forward-aws-credentials.
 AWS_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SECRET_HINTS = ("SECRET", "TOKEN", "PASSWORD", "KEY_ID", "ACCESS_KEY", "CREDENTIAL", "API_KEY")
+# Storage-option names never shipped (exact, lower case), and substrings that mark one.
+SECRET_OPTION_NAMES = ("key", "secret", "token", "password", "passwd", "sas_token", "account_key",
+                       "client_secret", "credentials")
+SECRET_OPTION_HINTS = ("secret", "token", "password", "passwd", "access_key", "credential", "api_key", "private")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 WAIT_TIMEOUT_EXIT = 124  # like timeout(1): the job is still running
 
@@ -202,14 +214,50 @@ def forwarded_env(forward_aws_env: bool, forward_aws_credentials: bool) -> dict[
     return {n: os.environ[n] for n in names if os.environ.get(n)}
 
 
+def is_secret_key(key: Any) -> bool:
+    """Storage-option names that hold credentials (s3fs ``key``/``secret``/``token``, boto's aws_*_key...)."""
+    if not isinstance(key, str):
+        return False
+    k = key.lower()
+    return k in SECRET_OPTION_NAMES or any(h in k for h in SECRET_OPTION_HINTS)
+
+
+def strip_secrets(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """A copy of ``value`` without credential entries, and the dotted names of those removed."""
+    removed: list[str] = []
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            name = f"{path}.{k}" if path else str(k)
+            if is_secret_key(k):
+                removed.append(name)
+                continue
+            out[k], more = strip_secrets(v, name)
+            removed += more
+        return out, removed
+    if isinstance(value, list):
+        items = [strip_secrets(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in items], [n for _, ns in items for n in ns]
+    return value, removed
+
+
+def shipped_config(cfg) -> tuple[Any, list[str]]:
+    """The job config as it travels to the cluster: storage options without credentials."""
+    options, removed = strip_secrets(cfg.storage_options)
+    return cfg.model_copy(update={"storage_options": options}), removed
+
+
 def stage_job(cfg, package: str, staging: Path) -> Path:
-    """Fill ``staging`` with job.json, run_job.py and (working-dir) the fastsam2 source."""
+    """Fill ``staging`` with job.json (no secrets), run_job.py and (working-dir) the fastsam2 source."""
     run_job = repo_root() / "jobs" / "run_job.py"
     if not run_job.is_file():
         raise click.ClickException(f"{run_job} not found: run submit from a source checkout of fastsam2-batch")
     staging.mkdir(parents=True, exist_ok=True)
     shutil.copy2(run_job, staging / "run_job.py")
-    (staging / "job.json").write_text(cfg.model_dump_json(indent=1))
+    shipped, _ = shipped_config(cfg)
+    job_json = staging / "job.json"
+    job_json.write_text(shipped.model_dump_json(indent=1))
+    job_json.chmod(0o600)
     if package == "working-dir":
         shutil.copytree(repo_root() / "fastsam2", staging / "fastsam2",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", ".*"))
@@ -318,6 +366,15 @@ def follow(client, job_id: str, address: str, auth: AuthToken, timeout: float | 
         time.sleep(1.0)
 
 
+def job_exit_code(message: str | None) -> int:
+    """The entrypoint's exit status from Ray's job message (``... failed with exit code 3 ...``), else 1."""
+    import re
+
+    match = re.search(r"exit code (\d+)", message or "")
+    code = int(match.group(1)) if match else 1
+    return code if 0 < code < 256 else 1
+
+
 def _final_report(client, job_id: str, status: str, address: str, auth: AuthToken) -> int:
     with api_errors(address, auth, job_id):
         info = client.get_job_info(job_id)
@@ -326,7 +383,7 @@ def _final_report(client, job_id: str, status: str, address: str, auth: AuthToke
         return 0
     if status in ("FAILED", "STOPPED"):
         click.secho(f"job {job_id} {status}: {info.message or ''}".rstrip(": "), fg="red", err=True)
-        return 1
+        return job_exit_code(info.message) if status == "FAILED" else 1
     click.echo(f"job {job_id} still {status} after --wait-timeout; it keeps running "
                f"(fastsam2-batch stop {job_id} --address {address} to stop it)", err=True)
     return WAIT_TIMEOUT_EXIT
@@ -353,7 +410,7 @@ def cluster_options(fn):
 @click.argument("inputs", nargs=-1)
 @job_options
 @cluster_options
-@click.option("--wait", is_flag=True, help="Stream the job's logs until it ends; exit non-zero unless it SUCCEEDED.")
+@click.option("--wait", is_flag=True, help="Stream the job's logs until it ends; exit with the job's status (0 ok, 3 some video failed, 2 could not start).")
 @click.option("--wait-timeout", type=float, help=f"With --wait: give up waiting after this many seconds (exit {WAIT_TIMEOUT_EXIT}; the job keeps running).")
 @click.option("--runtime-env", "runtime_env_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/JSON runtime env merged into the job's (env_vars, pip, py_modules, image_uri, ...).")
@@ -381,6 +438,11 @@ def submit_command(inputs: tuple[str, ...], address, auth_token, auth_token_file
                    "(use s3:// URIs for a real cluster)", err=True)
     job_id = submission_id or f"fastsam2-{cfg.run_id}"
     entrypoint = "python run_job.py job.json"
+    _, withheld = shipped_config(cfg)
+    if withheld:
+        click.echo(f"note: storage option(s) {', '.join(withheld)} are not shipped to the cluster; it needs its "
+                   "own credentials (instance role, Kubernetes secret or AWS_* variables on the workers; "
+                   "--forward-aws-credentials sends your local AWS_* keys, visible to Jobs API readers)", err=True)
     with tempfile.TemporaryDirectory(prefix="fastsam2-submit-") as tmp:
         staging = stage_job(cfg, package, Path(tmp) / "job")
         runtime_env = build_runtime_env(staging, extras=extras, runtime_env_file=runtime_env_file,

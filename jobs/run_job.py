@@ -10,10 +10,11 @@ joins the cluster it runs in (``RAY_ADDRESS`` is set by the Jobs API), runs the 
 pipeline as ``fastsam2-batch run`` and prints the summary, then one machine-readable line
 ``FASTSAM2_SUMMARY {json}``.
 
-Exit status: 0 when the job ran (videos that failed are rows in ``errors/``, as with
-``run``); 2 when it could not start (bad config, no input found); 3 when every video it
-attempted failed (e.g. no weights on the cluster); 1 on anything unexpected (traceback
-printed).
+Exit status (the same as ``fastsam2-batch run``): 0 when every video is ok or already
+done; 3 when any video failed (each has its ``errors/`` row; a re-run retries them); 2 when
+the job could not start (bad config, no input found, output root not writable, unsafe
+weights); 1 on anything unexpected (traceback printed). A config error names the field and
+the problem, never the value given (it may be a secret).
 
 ``submit`` ships this file with the config in the job's working_dir; it can also be run
 by hand, e.g. ``ray job submit --working-dir . -- python jobs/run_job.py jobs/configs/x.yaml``
@@ -28,6 +29,7 @@ import sys
 from pathlib import Path
 
 CONFIG_ENV = "FASTSAM2_JOB_CONFIG"
+EXIT_SETUP = 2  # = fastsam2.pipeline.EXIT_SETUP (kept here so a bad config never imports the library)
 
 
 def load_config(arg: str | None, inputs: list[str] | None = None, output: str | None = None):
@@ -45,7 +47,12 @@ def load_config(arg: str | None, inputs: list[str] | None = None, output: str | 
         path = Path(text)
         if not path.is_file():
             raise ValueError(f"job config file not found: {text}")
-        data = yaml.safe_load(path.read_text()) or {}  # YAML is a superset of JSON
+        try:
+            data = yaml.safe_load(path.read_text()) or {}  # YAML is a superset of JSON
+        except yaml.YAMLError as exc:  # name the place, never echo the text (it may hold a secret)
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"{text}: not valid YAML{where}: {getattr(exc, 'problem', None) or type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise ValueError("the job config must be a mapping (inputs:, output:, model:, ...)")
     if inputs:
@@ -70,14 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from pydantic import ValidationError
 
+    from fastsam2.config import describe_validation_error
+
     try:
         cfg = load_config(args.config, args.inputs, args.output)
-    except (ValueError, ValidationError) as exc:
+    except ValidationError as exc:  # before ValueError: it is one
+        print(f"fastsam2 job: invalid config: {describe_validation_error(exc)}", file=sys.stderr)
+        return EXIT_SETUP
+    except ValueError as exc:
         print(f"fastsam2 job: invalid config: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_SETUP
 
     from fastsam2.cli import print_summary
-    from fastsam2.pipeline import run_pipeline
+    from fastsam2.pipeline import exit_code, run_pipeline
     from fastsam2.sources import InputError
 
     print(f"fastsam2 job: run {cfg.run_id}: {len(cfg.inputs)} input(s) -> {cfg.output}", flush=True)
@@ -85,16 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_pipeline(cfg, progress=False)
     except InputError as exc:
         print(f"fastsam2 job: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_SETUP
     print_summary(summary)
     print("FASTSAM2_SUMMARY " + json.dumps({
         "run_id": summary.run_id, "output": summary.output, "total": summary.total,
         "skipped": summary.skipped, "ok": summary.ok, "failed": summary.failed, "masks": summary.masks,
     }), flush=True)
-    if summary.failed and not summary.ok:
-        print(f"fastsam2 job: every video attempted failed ({summary.failed})", file=sys.stderr)
-        return 3
-    return 0
+    if summary.failed:
+        print(f"fastsam2 job: {summary.failed} video(s) failed (see errors/)", file=sys.stderr)
+    return exit_code(summary)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def test_missing_checkpoint_file_is_named(tmp_path):
 def test_input_that_names_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     r = invoke("run", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--random-weights")
-    assert r.exit_code == 1 and "no videos or frames found" in r.output
+    assert r.exit_code == 2 and "no videos or frames found" in r.output  # could not start
 
 
 def test_yaml_config_and_flags_merge(tmp_path):

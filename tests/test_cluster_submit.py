@@ -192,7 +192,7 @@ def test_a_job_that_cannot_run_fails_submit_wait_and_status(ray_head, s3_env):
     res = cli("submit", f"s3://{s3_env}/nothing/manifest.csv", "-o", f"s3://{s3_env}/out", *ARGS,
               "--address", ray_head.address, "--auth-token-file", str(ray_head.token_file),
               "--forward-aws-credentials", "--wait")
-    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.returncode == 2, res.stdout + res.stderr  # submit --wait exits with the job's own status
     job_id = res.stdout.splitlines()[0]
     assert "manifest not found" in res.stdout + res.stderr
     assert f"job {job_id} FAILED" in res.stderr

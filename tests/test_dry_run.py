@@ -24,7 +24,7 @@ def test_dry_run_lists_the_plan_without_ray(tmp_path, monkeypatch):
     for seed, name in enumerate(("alpha", "beta", "gamma")):
         write_frames(make_video(name, num_frames=2, height=32, width=40, seed=seed), data)
     out = tmp_path / "out"
-    done = dict(video_id="beta", uri="x", status="ok", run_id="earlier")
+    done = dict(video_id="beta", uri=str(data / "JPEGImages" / "480p" / "beta"), status="ok", run_id="earlier")
     write_video(str(out), "beta", {"masks": table_from_rows("masks", []), "frames": table_from_rows("frames", []),
                                    "videos": table_from_rows("videos", [done])})
     before = sorted(p.relative_to(out) for p in out.rglob("*"))

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from fastsam2 import rle
 from fastsam2.cli import main
+from fastsam2.pipeline import EXIT_VIDEOS_FAILED
 from fastsam2.storage import read_table
 from fastsam2.synthetic import first_frame_prompts, make_video, write_mp4
 
@@ -50,7 +51,7 @@ def test_run_to_s3_with_bad_inputs_then_rerun_is_a_no_op(ray_local, s3_dataset):
     manifest, out = s3_dataset
     args = ["run", manifest, "--output", out, "--random-weights", "--image-size", "256", "--device", "cpu"]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == EXIT_VIDEOS_FAILED, result.output  # some videos failed: scripts can tell
     assert "3 video(s) labelled, 3 failed" in result.output
     assert "[6/6]" in result.output and "corrupt: error" in result.output  # per-video progress lines
     assert "RANDOM WEIGHTS" in result.output
@@ -82,7 +83,7 @@ def test_run_to_s3_with_bad_inputs_then_rerun_is_a_no_op(ray_local, s3_dataset):
     fs = s3fs.S3FileSystem()
     before = {p: fs.info(p)["LastModified"] for p in fs.find(out.removeprefix("s3://"))}
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == EXIT_VIDEOS_FAILED, again.output  # the three failures failed again
     assert "0 video(s) labelled" in again.output and "3 already done" in again.output
     after = {p: fs.info(p)["LastModified"] for p in fs.find(out.removeprefix("s3://"))}
     # done videos untouched; the three failures were retried and failed the same way

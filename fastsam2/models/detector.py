@@ -88,7 +88,9 @@ def load_detector_state(arch: str, weights: str, download: bool = False) -> dict
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsUnavailable(f"detector weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from fastsam2.models.checkpoint import load_mapping
+
+    state = load_mapping(path, "detector weights")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     return state

@@ -100,6 +100,7 @@ def fetch_checkpoint(
                 raise WeightsUnavailable(f"could not read checkpoint {checkpoint}: {exc}") from exc
         return target
 
+    config_file(config_name)  # an unknown name is a named ValueError, not a KeyError
     name = config_name.removesuffix(".yaml")
     url = CHECKPOINT_URLS[name]
     target = cache_dir() / Path(url).name
@@ -268,8 +269,15 @@ def build_video_predictor(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         predictor = build_sam2_video_predictor(
-            config_file(config_name), ckpt_path=ckpt, device=str(dev), hydra_overrides_extra=overrides
+            config_file(config_name), ckpt_path=None, device=str(dev), hydra_overrides_extra=overrides
         )
+    if ckpt is not None:  # through our one safe loader, not SAM2's own torch.load
+        from fastsam2.models.checkpoint import UnsafeCheckpoint, load_mapping
+
+        state = load_mapping(ckpt, "SAM2 checkpoint")
+        if not isinstance(state.get("model"), dict):
+            raise UnsafeCheckpoint(f"SAM2 checkpoint {ckpt} has no 'model' state dict")
+        predictor.load_state_dict(state["model"], strict=True)  # names missing/unexpected keys
     predictor.random_weights = random_weights
     predictor.config_name = config_name.removesuffix(".yaml")
     if random_weights:

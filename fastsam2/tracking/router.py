@@ -176,7 +176,9 @@ class Router:
     @classmethod
     def from_weights(cls, path: str | Path, clip: ClipDenseSimilarity | None = None, **overrides: Any) -> Router:
         """Load a trained fusion MLP (saved by ``train-router``) and its router config."""
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        from fastsam2.models.checkpoint import load_mapping
+
+        blob = load_mapping(path, "router weights")  # plain data only: never runs code from the file
         if blob.get("format") != WEIGHTS_FORMAT:
             raise ValueError(f"{path} is not a fastsam2 router weights file")
         cfg = RouterConfig.from_dict({**blob["router_config"], **overrides})
@@ -317,7 +319,9 @@ def build_router(
     overrides = {k: v for k, v in (("semantic", semantic), ("uncertainty", uncertainty)) if v is not None}
     overrides.update({k: v for k, v in config.items() if v is not None})  # None = default / saved value
     if router_weights is not None:
-        saved = torch.load(router_weights, map_location="cpu", weights_only=False)["router_config"]
+        from fastsam2.models.checkpoint import load_mapping
+
+        saved = load_mapping(router_weights, "router weights").get("router_config") or {}
         effective = RouterConfig.from_dict({**saved, **overrides})
     else:
         effective = RouterConfig.from_dict(overrides)
