@@ -258,11 +258,13 @@ def bench_size(args, size: int, router, tmp: Path) -> tuple[dict[str, Any], dict
     label = lambda k: "stock" if k == 1.0 else str(k)  # noqa: E731
     rcfg = asdict(router.config)
     summarize_ = lambda lb, r: summarize(r, nm, None if lb == "stock" else rcfg)  # noqa: E731
-    log(f"[{size}] {len(keeps)} configs x {args.frames} frames, lockstep")
-    runs = run_lockstep({label(k): (predictors[k], k) for k in keeps}, size, args.frames, 1, router, args.text, tmp,
-                        count_flops=args.flops)
-    results = {lb: summarize_(lb, r) for lb, r in runs.items()}
-    _add_ratios(results, runs, nm)
+    results: dict[str, Any] = {}
+    if args.single:
+        log(f"[{size}] {len(keeps)} configs x {args.frames} frames, lockstep")
+        runs = run_lockstep({label(k): (predictors[k], k) for k in keeps}, size, args.frames, 1, router, args.text,
+                            tmp, count_flops=args.flops)
+        results = {lb: summarize_(lb, r) for lb, r in runs.items()}
+        _add_ratios(results, runs, nm)
     multi = None
     if args.objects > 1:
         mk = [1.0, *args.multi_keep]
@@ -381,6 +383,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rss-frames", type=int, default=8, help="short video for RSS; the long one is 4x")
     ap.add_argument("--rss-keep", type=float, nargs="*", default=[1.0, 0.3],
                     help="keep ratios to measure RSS for (1.0 = the dense run, the peak-memory baseline)")
+    ap.add_argument("--skip-single", dest="single", action="store_false",
+                    help="skip the one-object run (e.g. to run the multi-object or RSS parts on their own)")
     ap.add_argument("--no-flops", dest="flops", action="store_false", help="time without the FLOP counter")
     ap.add_argument("--semantic", default="clip", choices=["clip", "paper", "none"])
     ap.add_argument("--clip-model", default="ViT-B-16")
@@ -417,8 +421,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            results, multi = bench_size(args, size, router, Path(tmp))
-            report["results"][str(size)] = results
+            results, multi = bench_size(args, size, router, Path(tmp)) if args.single or args.objects > 1 else ({}, None)
+            if results:
+                report["results"][str(size)] = results
             if multi is not None:
                 report["multi_object"][str(size)] = multi
             if args.json:  # partial results survive an interrupted run
