@@ -8,18 +8,35 @@ relevance with a random-weight ViT-B/16, closed-form uncertainty, prior and
 context), and prints JSON:
 
     results[image_size][keep] = {ms_per_frame: {<component>..., total}, speedup,
-        mem_attn_speedup, bank_bytes_per_frame, bank_ratio, gflops_per_frame: {...},
-        gflops_ratio, ...}
+        speedup_median, mem_attn_speedup, bank_bytes_per_frame, bank_ratio,
+        gflops_per_frame: {...}, gflops_ratio, router: {...}, ...}
     multi_object[image_size] = {num_objects, stock: ..., "0.3": ..., speedup}
     rss[image_size][keep] = {short_frames, long_frames, short_peak_rss, long_peak_rss, growth}
+    peak_memory[image_size] = {stock, <keep>, <keep>_over_stock}  (CPU RSS, bytes)
     rss_growth = rss[largest image size][0.3].growth_tracking (peak while tracking)
 
-Timings are medians over the frames after the memory bank is full
-(frame >= num_maskmem), excluding the last frame, which is run once more under
-``torch.utils.flop_counter`` (FLOPs are noise-free, wall time on a shared CPU is
-not). Frames are decoded lazily and per-frame outputs outside the memory and
-pointer windows are evicted, as the streaming video actor does, so the state
-stays bounded; peak RSS is measured in a fresh subprocess per run.
+Every cost is in the headline figures:
+
+- ``ms_per_frame`` and ``speedup`` are means over **all** tracked frames (the
+  prompted frame and the router's CLIP keyframes included): the amortised cost
+  of a video of ``--frames`` frames; ``speedup_cpu`` is the same ratio of process
+  CPU time (all threads), steadier than wall time on a shared machine.
+  ``ms_per_frame_median`` / ``speedup_median``
+  are the older steady-state figures (medians over frames after the memory bank
+  is full) and ``speedup_paired`` the median of per-frame ratios, beside them.
+- ``gflops_per_frame`` is the mean over all frames, counted on every frame with
+  ``nn.MultiheadAttention``'s fused fast path off while counting (the counter has
+  no formula for it, so CLIP's attention would be missed). Wall times therefore
+  include the counter's dispatch overhead and CLIP without that fast path, in
+  every config alike (``--no-flops`` times without the counter).
+- ``router`` reports the keyframe policy and count and the router's share of
+  time and FLOPs.
+- ``peak_memory`` compares a pruned run's peak RSS with the dense run's at the
+  same settings (each in a fresh process, models and CLIP included).
+
+Frames are decoded lazily and per-frame outputs outside the memory and pointer
+windows are evicted, as the streaming video actor does, so the state stays
+bounded.
 
     python benchmarks/pruning_speed.py [--image-size 1024] [--frames N] [--json FILE]
 """
@@ -36,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -115,12 +133,14 @@ def step(job: dict[str, Any], count_flops: bool = False) -> int:
     """Run one frame of a job; record its wall time and component stats; evict."""
     predictor, state = job["predictor"], job["state"]
     predictor.count_flops = count_flops
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     f, _, _ = next(job["gen"])
     wall = (time.perf_counter() - t0) * 1000.0
+    cpu = (time.process_time() - c0) * 1000.0
     predictor.count_flops = False
     stats = dict(state[STATS_KEY].get(f, {}))
     stats["wall_ms"] = wall
+    stats["cpu_ms"] = cpu
     job["frames"][f] = stats
     evict(predictor, state, f)
     job["peak_rss"] = max(job["peak_rss"], process_memory_bytes("cpu"))
@@ -136,18 +156,18 @@ def finish(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_lockstep(configs: dict[str, tuple[Any, float]], size, num_frames, num_objects, router, text,
-                 tmp: Path) -> dict[str, dict[str, Any]]:
+                 tmp: Path, count_flops: bool = True) -> dict[str, dict[str, Any]]:
     """Track the same video with every config, frame by frame in turn.
 
     On a shared CPU the load drifts over minutes; interleaving the configs frame
     by frame exposes them to the same drift, so their ratios stay meaningful.
-    The last frame runs under the FLOP counter.
+    Every frame runs under the FLOP counter (unless ``count_flops`` is off).
     """
     jobs = {label: start_video(p, size, num_frames, num_objects, keep, router, text, tmp)
             for label, (p, keep) in configs.items()}
     for t in range(num_frames):
         for job in jobs.values():
-            step(job, count_flops=(t == num_frames - 1))
+            step(job, count_flops=count_flops)
         if t % 4 == 3 or t == num_frames - 1:
             last = {lb: round(j["frames"][t]["wall_ms"]) for lb, j in jobs.items()}
             log(f"[{size}] x{num_objects} frame {t}: wall ms {last}")
@@ -162,32 +182,63 @@ def run_video(predictor, size, num_frames, num_objects, keep, router, text, tmp:
     return finish(job)
 
 
-def steady_frames(frames: dict[int, Any], num_maskmem: int, flops_frame: int | None) -> list[int]:
-    """Frames after the memory bank is full, minus the FLOP-counted one."""
-    return [f for f in frames if f >= num_maskmem and f != flops_frame] or list(frames)
+def steady_frames(frames: dict[int, Any], num_maskmem: int) -> list[int]:
+    """Frames after the memory bank is full."""
+    return [f for f in frames if f >= num_maskmem] or list(frames)
 
 
-def summarize(run: dict[str, Any], num_maskmem: int, flops_frame: int | None) -> dict[str, Any]:
-    """Medians over frames after the bank is full (and not the FLOP-counted frame)."""
+def _mean(frames: dict[int, Any], key: str, which: list[int] | None = None) -> float:
+    which = list(frames) if which is None else which
+    return statistics.mean(frames[f].get(key, 0.0) for f in which)
+
+
+def summarize(run: dict[str, Any], num_maskmem: int, router_config: dict[str, Any] | None) -> dict[str, Any]:
+    """Means over all tracked frames (amortised), with steady-state medians beside them."""
     frames = run["frames"]
-    steady = steady_frames(frames, num_maskmem, flops_frame)
-    ms = {c: statistics.median(frames[f][f"ms_{c}"] for f in steady) for c in COMPONENTS}
-    ms["total"] = statistics.median(frames[f]["wall_ms"] for f in steady)
+    steady = steady_frames(frames, num_maskmem)
+    ms = {c: _mean(frames, f"ms_{c}") for c in COMPONENTS}
+    ms["total"] = _mean(frames, "wall_ms")
+    med = {c: statistics.median(frames[f][f"ms_{c}"] for f in steady) for c in COMPONENTS}
+    med["total"] = statistics.median(frames[f]["wall_ms"] for f in steady)
     out: dict[str, Any] = {
         "ms_per_frame": {k: round(v, 1) for k, v in ms.items()},
-        "ms_per_frame_mean_total": round(statistics.mean(frames[f]["wall_ms"] for f in steady), 1),
-        "frames_timed": len(steady),
+        "ms_per_frame_median": {k: round(v, 1) for k, v in med.items()},
+        "ms_per_frame_max": round(max(frames[f]["wall_ms"] for f in frames), 1),
+        "cpu_ms_per_frame": round(_mean(frames, "cpu_ms"), 1),
+        "frames_timed": len(frames),
+        "frames_steady": len(steady),
         "tokens_kept_fraction": round(
-            sum(frames[f]["tokens_kept"] for f in steady) / max(1, sum(frames[f]["tokens_total"] for f in steady)), 4
+            sum(frames[f]["tokens_kept"] for f in frames) / max(1, sum(frames[f]["tokens_total"] for f in frames)), 4
         ),
         "bank_bytes_per_frame": round(run["bank"]["bank_bytes_per_frame"]),
         "state_bytes_per_frame": round(run["bank"]["total_bytes"] / max(1, run["bank"]["frames"])),
         "router_keyframes": run["keyframes"],
     }
-    if flops_frame is not None and flops_frame in frames:
-        g = {c: round(frames[flops_frame].get(f"gflops_{c}", 0.0), 2) for c in COMPONENTS}
+    counted = [f for f in frames if any(k.startswith("gflops_") for k in frames[f])]
+    if counted:
+        g = {c: round(_mean(frames, f"gflops_{c}", counted), 2) for c in COMPONENTS}
         g["total"] = round(sum(g.values()), 2)
         out["gflops_per_frame"] = g
+        out["gflops_frames_counted"] = len(counted)
+    if router_config is not None:
+        r: dict[str, Any] = {
+            "keyframes": run["keyframes"],
+            "keyframe_policy": (
+                f"per object: when its prior leaves the scored region, else every "
+                f"{router_config['keyframe_interval']} frames"
+                if router_config.get("semantic_crop")
+                else f"every {router_config['keyframe_interval']} frames or prior IoU < {router_config['keyframe_min_iou']}"
+            ),
+            "keyframe_interval": router_config["keyframe_interval"],
+            "frames_per_keyframe": round(len(frames) / run["keyframes"], 2) if run["keyframes"] else None,
+            "ms_per_frame": round(ms["router"], 1),
+            "time_share": round(ms["router"] / ms["total"], 4) if ms["total"] else None,
+        }
+        if "gflops_per_frame" in out:
+            g = out["gflops_per_frame"]
+            r["gflops_per_frame"] = g["router"]
+            r["gflops_share"] = round(g["router"] / g["total"], 4) if g["total"] else None
+        out["router"] = r
     return out
 
 
@@ -209,33 +260,40 @@ def bench_size(args, size: int, router, tmp: Path) -> tuple[dict[str, Any], dict
     keeps = [1.0, *args.keep]
     predictors = {k: build(size, args.threads) for k in dict.fromkeys(keeps + list(args.multi_keep))}
     nm = predictors[1.0].num_maskmem
-    flops_frame = args.frames - 1
     label = lambda k: "stock" if k == 1.0 else str(k)  # noqa: E731
-    log(f"[{size}] {len(keeps)} configs x {args.frames} frames, lockstep")
-    runs = run_lockstep({label(k): (predictors[k], k) for k in keeps}, size, args.frames, 1, router, args.text, tmp)
-    results = {lb: summarize(r, nm, flops_frame) for lb, r in runs.items()}
-    _add_ratios(results, runs, nm, flops_frame)
+    rcfg = asdict(router.config)
+    summarize_ = lambda lb, r: summarize(r, nm, None if lb == "stock" else rcfg)  # noqa: E731
+    results: dict[str, Any] = {}
+    if args.single:
+        log(f"[{size}] {len(keeps)} configs x {args.frames} frames, lockstep")
+        runs = run_lockstep({label(k): (predictors[k], k) for k in keeps}, size, args.frames, 1, router, args.text,
+                            tmp, count_flops=args.flops)
+        results = {lb: summarize_(lb, r) for lb, r in runs.items()}
+        _add_ratios(results, runs, nm)
     multi = None
     if args.objects > 1:
         mk = [1.0, *args.multi_keep]
         runs = run_lockstep({label(k): (predictors[k], k) for k in mk}, size, args.frames, args.objects, router,
-                            args.text, tmp)
-        multi = {"num_objects": args.objects, **{lb: summarize(r, nm, flops_frame) for lb, r in runs.items()}}
-        _add_ratios(multi, runs, nm, flops_frame)
+                            args.text, tmp, count_flops=args.flops)
+        multi = {"num_objects": args.objects, **{lb: summarize_(lb, r) for lb, r in runs.items()}}
+        _add_ratios(multi, runs, nm)
     return results, multi
 
 
-def _add_ratios(block: dict[str, Any], runs: dict[str, Any], num_maskmem: int, flops_frame: int) -> None:
-    """Ratios against stock; ``speedup_paired`` is the median of per-frame ratios
-    (each frame's configs ran back to back, so this is the least load-sensitive)."""
+def _add_ratios(block: dict[str, Any], runs: dict[str, Any], num_maskmem: int) -> None:
+    """Ratios against stock: ``speedup`` of the all-frame means (amortised),
+    ``speedup_median`` of the steady-state medians, ``speedup_paired`` the median of
+    per-frame ratios (each frame's configs ran back to back: least load-sensitive)."""
     stock = block["stock"]
     sf = runs["stock"]["frames"]
     for label, r in block.items():
         if not isinstance(r, dict) or "ms_per_frame" not in r:
             continue
         r["speedup"] = round(stock["ms_per_frame"]["total"] / r["ms_per_frame"]["total"], 2)
+        r["speedup_median"] = round(stock["ms_per_frame_median"]["total"] / r["ms_per_frame_median"]["total"], 2)
+        r["speedup_cpu"] = round(stock["cpu_ms_per_frame"] / r["cpu_ms_per_frame"], 2)
         frames = runs[label]["frames"]
-        steady = steady_frames(frames, num_maskmem, flops_frame)
+        steady = steady_frames(frames, num_maskmem)
         r["speedup_paired"] = round(statistics.median(sf[f]["wall_ms"] / frames[f]["wall_ms"] for f in steady), 2)
         r["mem_attn_speedup"] = round(
             stock["ms_per_frame"]["memory_attention"] / max(r["ms_per_frame"]["memory_attention"], 1e-3), 2
@@ -323,13 +381,17 @@ def log(msg: str) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--image-size", type=int, action="append", help="repeatable; default 1024 and 512")
-    ap.add_argument("--frames", type=int, default=20, help="frames per video (>= 16)")
+    ap.add_argument("--frames", type=int, default=20, help="frames per video (>= 10)")
     ap.add_argument("--json", type=Path, help="also write the JSON here")
     ap.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.3, 0.1])
     ap.add_argument("--objects", type=int, default=3, help="objects in the multi-object run (1 = skip it)")
     ap.add_argument("--multi-keep", type=float, nargs="+", default=[0.3])
     ap.add_argument("--rss-frames", type=int, default=8, help="short video for RSS; the long one is 4x")
-    ap.add_argument("--rss-keep", type=float, nargs="*", default=[0.3], help="keep ratios to measure RSS for")
+    ap.add_argument("--rss-keep", type=float, nargs="*", default=[1.0, 0.3],
+                    help="keep ratios to measure RSS for (1.0 = the dense run, the peak-memory baseline)")
+    ap.add_argument("--skip-single", dest="single", action="store_false",
+                    help="skip the one-object run (e.g. to run the multi-object or RSS parts on their own)")
+    ap.add_argument("--no-flops", dest="flops", action="store_false", help="time without the FLOP counter")
     ap.add_argument("--semantic", default="clip", choices=["clip", "paper", "none"])
     ap.add_argument("--clip-model", default="ViT-B-16")
     ap.add_argument("--text", default="a red ball")
@@ -342,8 +404,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.rss_child:
         print(json.dumps(rss_child(json.loads(args.rss_child))))
         return {}
-    if args.frames < 16:
-        ap.error("--frames must be >= 16 so the memory bank is full")
+    if args.frames < 10:
+        ap.error("--frames must be >= 10 so the memory bank (7 frames) is full for a few frames")
     sizes = args.image_size or [1024, 512]
     router = build_bench_router(args.semantic, args.clip_model)
     report: dict[str, Any] = {
@@ -352,25 +414,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": args.threads,
         "frames": args.frames,
         "router": {"semantic": args.semantic, "clip_model": f"{args.clip_model} (random weights)",
-                   "uncertainty": router.config.uncertainty, "text": args.text},
+                   "uncertainty": router.config.uncertainty, "text": args.text,
+                   "config": asdict(router.config)},
+        "accounting": "ms_per_frame/speedup: mean over all tracked frames (amortised, keyframes included); "
+                      "*_median: steady-state medians; gflops_per_frame: mean over all frames, MHA fast path off "
+                      "while counting",
         "results": {},
         "multi_object": {},
         "rss": {},
+        "peak_memory": {},
     }
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            results, multi = bench_size(args, size, router, Path(tmp))
-            report["results"][str(size)] = results
+            results, multi = bench_size(args, size, router, Path(tmp)) if args.single or args.objects > 1 else ({}, None)
+            if results:
+                report["results"][str(size)] = results
             if multi is not None:
                 report["multi_object"][str(size)] = multi
+            if args.json:  # partial results survive an interrupted run
+                args.json.write_text(json.dumps(report, indent=2))
             if args.rss_keep:
                 report["rss"][str(size)] = bench_rss(args, size)
     # Top-level: the largest image size, keep 0.3 (or the first keep measured); the
     # tracking-phase peak when the kernel let us reset it (the process peak is
     # dominated by model building and would hide any growth).
+    for size_key, per_keep in report["rss"].items():
+        if "stock" in per_keep:
+            peaks: dict[str, Any] = {"stock": per_keep["stock"]["long_peak_rss"]}
+            for lb, v in per_keep.items():
+                if lb != "stock":
+                    peaks[lb] = v["long_peak_rss"]
+                    peaks[f"{lb}_over_stock"] = round(v["long_peak_rss"] / peaks["stock"], 4)
+            report["peak_memory"][size_key] = peaks
     first = report["rss"].get(str(max(sizes)), {})
-    entry = first.get("0.3", next(iter(first.values()), {})) if first else {}
+    pruned = {k: v for k, v in first.items() if k != "stock"}
+    entry = pruned.get("0.3", next(iter(pruned.values()), {})) if pruned else {}
     report["rss_growth"] = entry.get("growth_tracking", entry.get("growth"))
     report["wall_s"] = round(time.time() - t0, 1)
     text = json.dumps(report, indent=2)

@@ -105,24 +105,62 @@ def test_router_works_without_text(tiny_clip):
 
 
 def test_semantic_map_reused_between_keyframes(tiny_clip):
-    router = Router(RouterConfig(semantic="clip", keyframe_interval=3), clip=tiny_clip)
+    """Per object: CLIP runs on a region around the prior, again only when the prior leaves
+    that region or ``keyframe_interval`` frames have passed."""
+    router = Router(RouterConfig(semantic="clip", keyframe_interval=5), clip=tiny_clip)
     cache: dict = {}
     calls = []
 
     def image():
         calls.append(1)
-        return torch.randn(1, 3, 64, 64)
+        return torch.randn(1, 3, 128, 128)
 
-    tokens = torch.randn(1, 64, 32)
-    prior = torch.zeros(1, 64, dtype=torch.bool)
-    prior[0, :10] = True
-    for t in range(6):
-        router.semantic_map(cache, t, 0, tokens, "a cat", image, (8, 8), prior)
-    assert len(calls) == 2  # frames 0 and 3
-    moved = torch.zeros(1, 64, dtype=torch.bool)
-    moved[0, 40:50] = True
-    router.semantic_map(cache, 6, 0, tokens, "a cat", image, (8, 8), moved)  # mask moved: new keyframe
+    grid = (16, 16)
+    tokens = torch.randn(1, 256, 32)
+
+    def prior_at(row: int, col: int) -> torch.Tensor:
+        p = torch.zeros(1, 16, 16, dtype=torch.bool)
+        p[0, row:row + 3, col:col + 3] = True
+        return p.flatten(1)
+
+    maps = [router.semantic_map(cache, t, 0, tokens, "a cat", image, grid, prior_at(2, 2 + (t > 2)))
+            for t in range(4)]
+    assert len(calls) == 1  # the object moved one token: still inside the scored region
+    assert all(m is maps[0] for m in maps)
+    box = cache["semantic"][0]["box"]
+    assert box is not None and (box[2] - box[0]) == 8  # half the frame's side (crop_min_fraction)
+    inside = torch.zeros(16, 16, dtype=torch.bool)
+    inside[box[0]:box[2], box[1]:box[3]] = True
+    outside = maps[0].view(16, 16)[~inside]
+    assert torch.all(outside == maps[0].view(16, 16)[inside].min())  # ranks last outside the region
+    router.semantic_map(cache, 4, 0, tokens, "a cat", image, grid, prior_at(12, 12))  # left the region
+    assert len(calls) == 2
+    router.semantic_map(cache, 4, 1, tokens, "a cat", image, grid, prior_at(12, 12))  # another object
     assert len(calls) == 3
+    for t in range(5, 9):
+        router.semantic_map(cache, t, 0, tokens, "a cat", image, grid, prior_at(12, 12))
+    assert len(calls) == 3 and cache["keyframes"] == 3
+    router.semantic_map(cache, 9, 0, tokens, "a cat", image, grid, prior_at(12, 12))  # interval elapsed
+    assert len(calls) == 4
+
+    whole = Router(RouterConfig(semantic="clip", keyframe_interval=3, semantic_crop=False), clip=tiny_clip)
+    cache, calls[:] = {}, []
+    for t in range(6):
+        whole.semantic_map(cache, t, 0, tokens, "a cat", image, grid, prior_at(2, 2))
+    assert len(calls) == 2 and cache["semantic"][0]["box"] is None  # frames 0 and 3
+    whole.semantic_map(cache, 6, 0, tokens, "a cat", image, grid, prior_at(12, 12))  # mask moved: new keyframe
+    assert len(calls) == 3
+
+
+def test_cropped_relevance_depends_on_text_and_runs_at_lower_resolution(tiny_clip):
+    image = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    box = (0, 0, 8, 8)  # a quarter of a 16x16 grid
+    assert tiny_clip.crop_input_size(8, 16) == 64  # half of 7 patches per side, rounded: 4 patches
+    a = tiny_clip.similarity(image, "a red ball", (16, 16), box)
+    b = tiny_clip.similarity(image, "a dog on a skateboard", (16, 16), box)
+    assert a.shape == (1, 256) and not torch.allclose(a, b)
+    whole = tiny_clip.similarity(image, "a red ball", (16, 16))
+    assert not torch.allclose(a.view(16, 16)[:8, :8], whole.view(16, 16)[:8, :8])  # really the crop
 
 
 def test_mlp_router_save_load_roundtrip(tmp_path):
@@ -135,3 +173,28 @@ def test_mlp_router_save_load_roundtrip(tmp_path):
     tokens, unc = torch.randn(2, 64, 32), torch.rand(2, 64)
     assert torch.equal(router.score(tokens, None, unc, None), loaded.score(tokens, None, unc, None))
     assert router.mlp.fc1.in_features == 3 * 32 and router.mlp.fc1.out_features == 256
+
+
+def test_flop_counter_sees_clip_attention(tiny_clip):
+    """CLIP's ``nn.MultiheadAttention`` runs a fused fast path at inference that torch's
+    FLOP counter has no formula for; ours turns it off while counting, so the count
+    equals the analytic cost of the ViT blocks (projections, attention, MLP)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fastsam2.tracking.pruned_predictor import flop_counter
+
+    visual = tiny_clip.clip.model.visual
+    n, w = 1 + visual.grid_size[0] * visual.grid_size[1], visual.transformer.width
+    blocks = len(visual.transformer.resblocks)
+    analytic = blocks * (2 * n * w * 3 * w + 2 * 2 * n * n * w + 2 * n * w * w + 2 * 2 * n * w * 4 * w)
+    x = torch.randn(1, n, w)
+    with torch.inference_mode():
+        counter = flop_counter()
+        with counter:
+            visual.transformer(x)
+        plain = FlopCounterMode(display=False)
+        with plain:
+            visual.transformer(x)
+    assert counter.get_total_flops() == analytic
+    assert plain.get_total_flops() < 0.8 * analytic  # what the stock counter sees: the MLPs only
+    assert torch.backends.mha.get_fastpath_enabled()  # restored after counting

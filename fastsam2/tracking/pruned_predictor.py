@@ -76,16 +76,64 @@ def _mv_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * a_shape[0] * a_shape[1]
 
 
-def flop_counter():
-    """A ``FlopCounterMode`` that also counts CPU attention and matrix-vector products
-    (besides torch's own matmul and convolution formulas)."""
+class _GlobalOnly:
+    """Stands in for ``FlopCounterMode``'s module tracker: totals only.
+
+    The tracker hooks every module call to attribute FLOPs per module and, on
+    inputs that require grad, registers autograd hooks, which fails inside
+    SAM2's inference-mode preflight; the predictor only needs totals.
+    """
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _CountingFlops:
+    """``FlopCounterMode`` with ``nn.MultiheadAttention``'s fused inference fast path off.
+
+    The fast path runs as one native op the counter has no formula for, so CLIP's
+    attention blocks would count as MLPs only (a third low on ViT-B/16); with it
+    off, MHA runs as projections plus SDPA, which are counted.
+    """
+
+    def __init__(self, counter) -> None:
+        self.counter = counter
+        self._saved: bool | None = None
+
+    def get_total_flops(self) -> int:
+        return self.counter.get_total_flops()
+
+    def __enter__(self):
+        self._saved = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        self.counter.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            return self.counter.__exit__(*exc)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(bool(self._saved))
+
+
+def flop_counter() -> _CountingFlops:
+    """A FLOP counter (context manager with ``get_total_flops()``) that also counts CPU
+    attention, matrix-vector products and ``nn.MultiheadAttention`` (fast path off
+    while counting), besides torch's own matmul and convolution formulas."""
     from torch.utils.flop_counter import FlopCounterMode
 
     mapping = {torch.ops.aten.mv: _mv_flops}
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if op is not None:
         mapping[op] = _sdpa_cpu_flops
-    return FlopCounterMode(display=False, custom_mapping=mapping)
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    counter.mod_tracker = _GlobalOnly()
+    return _CountingFlops(counter)
 
 
 @dataclass

@@ -3,16 +3,21 @@
 Signals (all on the SAM2 token grid, see :mod:`fastsam2.tracking.signals`):
 
 - semantic relevance to the video's text phrase (dense CLIP by default, the
-  paper's LSQ projection as ``paper``, or ``none``), recomputed on keyframes
-  only (first frame, every ``keyframe_interval`` frames, or when an object's
-  prior mask has moved: IoU with its mask at the last keyframe below
-  ``keyframe_min_iou``) and reused in between;
+  paper's LSQ projection as ``paper``, or ``none``), per object, on a square
+  region around the object's prior (``semantic_crop``) at the input size that
+  keeps CLIP's whole-frame patch density; recomputed on keyframes only (the
+  object's first frame, when its prior leaves the scored region, or after
+  ``keyframe_interval`` frames) and reused in between. Without a prior (or with
+  ``semantic_crop=False``) the whole frame is scored, and a prior whose IoU with
+  the one at the keyframe drops below ``keyframe_min_iou`` makes a keyframe;
 - uncertainty from dropout in image-encoder blocks 3-5 (closed form by default,
   sampled MC with ``mc_passes`` as an option, or ``none``);
 - visual context: the tokens themselves (similarity to the tracked object's
   mean token);
-- the previous frame's mask, dilated: those tokens are always kept (up to the
-  budget), plus an evenly spread share of background tokens.
+- the previous frame's mask, dilated by ``prior_dilation`` tokens: those tokens
+  are kept first, all of them while they fit in the budget minus the background
+  share, else their best-scored ones; then an evenly spread share
+  (``background_fraction``) of background tokens; then the best scores.
 
 Fusion: a 2-layer MLP (3C -> 256 -> 1, GELU) when trained weights are given,
 otherwise a training-free weighted sum of rank-normalised signals. With no text
@@ -57,8 +62,11 @@ class RouterConfig:
     uncertainty_blocks: tuple[int, ...] = (3, 4, 5)
     dropout_p: float = 0.1
     mc_passes: int = 5  # the paper's T
-    keyframe_interval: int = 8
-    keyframe_min_iou: float = 0.5
+    keyframe_interval: int = 16  # upper bound; motion of the prior makes keyframes sooner
+    keyframe_min_iou: float = 0.5  # whole-frame maps only
+    semantic_crop: bool = True  # score a region around each object's prior, not the whole frame
+    crop_margin: float = 0.5  # the region: the prior's box grown by this x its side, each side
+    crop_min_fraction: float = 0.5  # ... and at least this share of the frame's side
     prior_dilation: int = 2  # tokens
     background_fraction: float = 0.1  # share of the budget spread over the background
     w_semantic: float = 0.4
@@ -143,6 +151,34 @@ def select_tokens(
         masked = scores.float().masked_fill(chosen, float("-inf"))
         chosen[masked.topk(remaining).indices] = True
     return chosen.nonzero().squeeze(1)
+
+
+def relevance_box(prior: Tensor | None, grid: tuple[int, int], margin: float,
+                  min_fraction: float) -> tuple[int, int, int, int] | None:
+    """Square token box (y0, x0, y1, x1; exclusive ends) around a prior [1 or B, H*W].
+
+    The prior's bounding box grown by ``margin`` x its side on each side, at least
+    ``min_fraction`` of the grid's side, shifted to lie inside the grid. ``None``
+    (score the whole frame) without a prior.
+    """
+    if prior is None or not bool(prior.any()):
+        return None
+    H, W = grid
+    ys, xs = prior.any(0).view(H, W).nonzero(as_tuple=True)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    side = max(y1 - y0, x1 - x0)
+    side = min(max(H, W), max(int(round(side * (1 + 2 * margin))), int(round(min_fraction * max(H, W))), 1))
+    sh, sw = min(side, H), min(side, W)
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    top = min(max(int(round(cy - sh / 2)), 0), H - sh)
+    left = min(max(int(round(cx - sw / 2)), 0), W - sw)
+    return top, left, top + sh, left + sw
+
+
+def _inside(prior: Tensor, box: tuple[int, int, int, int], grid: tuple[int, int]) -> bool:
+    y0, x0, y1, x1 = box
+    m = prior.any(0).view(grid)
+    return int(m.sum()) == int(m[y0:y1, x0:x1].sum())
 
 
 def _iou(a: Tensor, b: Tensor) -> float:
@@ -250,26 +286,33 @@ class Router:
             return paper_lsq_relevance(tokens, emb)
         if not text:
             return None
-        entry = cache.get("semantic")
+        cfg = self.config
+        entries = cache.setdefault("semantic", {})
+        entry = entries.get(obj_key)
+        has_prior = prior is not None and bool(prior.any())
         fresh = (
             entry is None
             or entry["text"] != text
             or entry["map"].shape[-1] != grid[0] * grid[1]
-            or abs(frame_idx - entry["frame"]) >= self.config.keyframe_interval
+            or abs(frame_idx - entry["frame"]) >= cfg.keyframe_interval
         )
-        if not fresh and entry["frame"] != frame_idx and prior is not None:
-            ref = entry["priors"].get(obj_key)
-            if ref is not None and ref.shape == prior.shape and _iou(ref, prior) < self.config.keyframe_min_iou:
+        if not fresh and entry["frame"] != frame_idx and has_prior:
+            if entry["box"] is not None:  # the object left the region CLIP scored
+                fresh = not _inside(prior, entry["box"], grid)
+            elif cfg.semantic_crop:  # a whole-frame map while the object was lost: crop now
                 fresh = True
+            else:
+                ref = entry["prior"]
+                fresh = ref is not None and ref.shape == prior.shape and _iou(ref, prior) < cfg.keyframe_min_iou
         if fresh:
             image = image_fn()
             if image is None:
                 return entry["map"] if entry is not None else None
-            entry = {"frame": frame_idx, "text": text, "map": self.clip.similarity(image, text, grid), "priors": {}}
-            cache["semantic"] = entry
+            box = relevance_box(prior, grid, cfg.crop_margin, cfg.crop_min_fraction) if cfg.semantic_crop else None
+            entry = {"frame": frame_idx, "text": text, "box": box, "map": self.clip.similarity(image, text, grid, box),
+                     "prior": prior.clone() if has_prior else None}
+            entries[obj_key] = entry
             cache["keyframes"] = cache.get("keyframes", 0) + 1
-        if prior is not None and obj_key not in entry["priors"]:
-            entry["priors"][obj_key] = prior.clone()
         return entry["map"]
 
     # ---- fusion and selection -----------------------------------------------------------

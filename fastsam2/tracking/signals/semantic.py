@@ -8,6 +8,14 @@ embedding. The patch grid (14x14 for ViT-B/16 at 224) is resized to the SAM2
 token grid. It costs one CLIP forward, so the router computes it on keyframes
 and reuses it in between.
 
+With a ``box`` (a square of SAM2 tokens around the object's prior) only that
+region goes through CLIP, at the input size that keeps the whole-frame patch
+density (a box of half the frame's side at 112 px for a 224 px model: a quarter
+of the patches, about a quarter of the cost); the positional embedding is
+resampled to the smaller patch grid. Tokens outside the box get the box's lowest
+similarity, so they rank last on this signal and the other signals decide
+among them.
+
 The paper's "training-free least-squares projection" solves
 ``W = argmin ||X W - 1 e^T||`` and scores ``X W e``; that equals
 ``||e||^2 X pinv(X) 1``, which does not depend on the text's direction at all.
@@ -56,20 +64,41 @@ class ClipDenseSimilarity:
             self._text_cache[text] = F.normalize(emb, dim=0)
         return self._text_cache[text]
 
-    def to_clip_input(self, sam_image: Tensor) -> Tensor:
-        """SAM2-normalised frames [B, 3, s, s] -> CLIP-normalised [B, 3, S, S]."""
+    def to_clip_input(self, sam_image: Tensor, size: int | None = None) -> Tensor:
+        """SAM2-normalised frames [B, 3, s, s] -> CLIP-normalised [B, 3, S, S] (S: the model's size)."""
         x = sam_image.float().to(self.device)
         x = x * self.sam_std.to(x.device) + self.sam_mean.to(x.device)
-        size = self.clip.image_size
+        size = size or self.clip.image_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self.clip_mean.to(x.device)) / self.clip_std.to(x.device)
+
+    def _embeds(self, clip_image: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Patch + class embeddings with positions, for any input size (multiple of the patch).
+
+        At the model's own size this is open_clip's ``_embeds``; at another size the
+        positional embedding of the patch grid is resampled (bicubic), as open_clip
+        does when loading weights for a new resolution.
+        """
+        visual = self.clip.model.visual
+        gh, gw = visual.grid_size
+        ph, pw = clip_image.shape[-2] // visual.patch_size[0], clip_image.shape[-1] // visual.patch_size[1]
+        if (ph, pw) == (gh, gw):
+            return visual._embeds(clip_image), (gh, gw)
+        x = visual.conv1(clip_image).flatten(2).transpose(1, 2)  # [B, N, W]
+        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+        pos = visual.positional_embedding.to(x.dtype)
+        grid_pos = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+        grid_pos = F.interpolate(grid_pos, size=(ph, pw), mode="bicubic", align_corners=False)
+        pos = torch.cat([pos[:1], grid_pos.permute(0, 2, 3, 1).reshape(ph * pw, -1)], dim=0)
+        x = torch.cat([cls, x], dim=1) + pos
+        return visual.ln_pre(visual.patch_dropout(x)), (ph, pw)
 
     @torch.no_grad()
     def dense_features(self, clip_image: Tensor) -> Tensor:
         """MaskCLIP patch embeddings in the joint space, [B, gh, gw, D], L2-normalised."""
         visual = self.clip.model.visual
-        x = visual._embeds(clip_image)  # [B, 1 + N, W]
+        x, (gh, gw) = self._embeds(clip_image)  # [B, 1 + N, W]
         transformer = visual.transformer
         batch_first = getattr(transformer, "batch_first", True)
         blocks = transformer.resblocks
@@ -91,16 +120,41 @@ class ClipDenseSimilarity:
         x = visual.ln_post(x[:, 1:])  # drop the class token
         if visual.proj is not None:
             x = x @ visual.proj
-        gh, gw = visual.grid_size
         return F.normalize(x.float(), dim=-1).reshape(x.shape[0], gh, gw, -1)
 
+    def crop_input_size(self, box_side: int, grid_side: int) -> int:
+        """CLIP input side for a box of ``box_side`` of ``grid_side`` tokens: the
+        whole-frame patch density, rounded to whole patches (at least 2x2)."""
+        patch = self.clip.model.visual.patch_size[0]
+        full = self.clip.image_size
+        patches = max(2, round(full / patch * box_side / grid_side))
+        return min(full, patches * patch)
+
     @torch.no_grad()
-    def similarity(self, sam_image: Tensor, text: str, grid: tuple[int, int]) -> Tensor:
-        """Cosine similarity of each SAM2 token's area with ``text``: [B, H*W]."""
-        feats = self.dense_features(self.to_clip_input(sam_image))
-        sim = feats @ self.text_embedding(text)  # [B, gh, gw]
-        sim = F.interpolate(sim.unsqueeze(1), size=grid, mode="bilinear", align_corners=False)
-        return sim.flatten(1).to(sam_image.device)
+    def similarity(self, sam_image: Tensor, text: str, grid: tuple[int, int],
+                   box: tuple[int, int, int, int] | None = None) -> Tensor:
+        """Cosine similarity of each SAM2 token's area with ``text``: [B, H*W].
+
+        ``box`` = (y0, x0, y1, x1) in tokens (exclusive ends): only that region is
+        scored (see the module notes); ``None`` scores the whole frame.
+        """
+        H, W = grid
+        if box is None or tuple(box) == (0, 0, H, W):
+            feats = self.dense_features(self.to_clip_input(sam_image))
+            sim = feats @ self.text_embedding(text)  # [B, gh, gw]
+            sim = F.interpolate(sim.unsqueeze(1), size=grid, mode="bilinear", align_corners=False)
+            return sim.flatten(1).to(sam_image.device)
+        y0, x0, y1, x1 = box
+        sy, sx = sam_image.shape[-2] / H, sam_image.shape[-1] / W
+        crop = sam_image[..., round(y0 * sy): round(y1 * sy), round(x0 * sx): round(x1 * sx)]
+        size = self.crop_input_size(max(y1 - y0, x1 - x0), max(H, W))
+        feats = self.dense_features(self.to_clip_input(crop, size))
+        sim = feats @ self.text_embedding(text)
+        sim = F.interpolate(sim.unsqueeze(1), size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+        out = sim.new_empty(sim.shape[0], 1, H, W)
+        out[:] = sim.flatten(1).min(dim=1).values.view(-1, 1, 1, 1)
+        out[..., y0:y1, x0:x1] = sim
+        return out.flatten(1).to(sam_image.device)
 
 
 @torch.no_grad()
