@@ -47,6 +47,12 @@ def job_options(fn):
         click.option("--uncertainty", type=click.Choice(["closed_form", "mc", "none"]), help="Router uncertainty (default closed_form)."),
         click.option("--mc-passes", type=int, help="Sampled MC dropout passes with --uncertainty mc (default 5)."),
         click.option("--router-weights", help="Trained router MLP weights (from train-router)."),
+        click.option("--encoder-sparsity", type=click.Choice(["off", "temporal", "object", "both"]),
+                     help="Sparse image encoder for video: reuse cached activations where the frame did not "
+                          "change (temporal) / away from the objects (object). Approximate; default off."),
+        click.option("--encoder-refresh", type=int, help="Full encoder pass every N frames with --encoder-sparsity (default 8)."),
+        click.option("--encoder-threshold", type=float,
+                     help="Relative token change that triggers recompute with --encoder-sparsity (default 0.1; 0 = exact)."),
         click.option("--caption-backend", type=click.Choice(["vllm", "openai", "transformers", "none"])),
         click.option("--caption-model", help="Captioning model (default llava-hf/llava-1.5-7b-hf)."),
         click.option("--caption-endpoint", help="OpenAI-compatible endpoint URL for --caption-backend openai."),
@@ -114,7 +120,9 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
             "device": kw.get("device"),
         },
         "pruning": {"keep_ratio": kw.get("keep_ratio"), "router_weights": kw.get("router_weights"),
-                    "semantic": kw.get("semantic"), "uncertainty": kw.get("uncertainty"), "mc_passes": kw.get("mc_passes")},
+                    "semantic": kw.get("semantic"), "uncertainty": kw.get("uncertainty"), "mc_passes": kw.get("mc_passes"),
+                    "encoder_sparsity": kw.get("encoder_sparsity"), "encoder_refresh": kw.get("encoder_refresh"),
+                    "encoder_threshold": kw.get("encoder_threshold")},
         "prompts": {
             "mode": prompts_mode,
             "point": point,
