@@ -49,7 +49,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from sam2.modeling.backbones.hieradet import do_pool
-from sam2.modeling.backbones.image_encoder import ImageEncoder
+from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
 from torch import Tensor, nn
 
 from fastsam2.tracking.signals.uncertainty import EncoderTaps, capture_encoder_taps
@@ -202,6 +202,8 @@ class SparseHieraEncoder:
         self.image_encoder = image_encoder
         self.trunk = trunk
         self.config = config
+        self._pos_cache: tuple[tuple, Tensor] | None = None
+        self._pos_enc: dict[tuple, Tensor] = {}
 
     # ---- public ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -226,7 +228,7 @@ class SparseHieraEncoder:
         tap_blocks = tuple(sorted(int(b) for b in tap_blocks))
         trunk = self.trunk
         x = trunk.patch_embed(img)
-        x = x + trunk._get_pos_embed(x.shape[1:3])
+        x = x + self._pos_embed(x.shape[1:3])
 
         reason = ""
         if force_full:
@@ -291,6 +293,10 @@ class SparseHieraEncoder:
         recomputed = total = 0
         per_block = []
         prior_by_grid: dict[tuple[int, int], Tensor] = {}
+        # Only tokens the previous block rewrote this frame can have moved away from their
+        # reference input (the others were checked against the same threshold before): the
+        # change is measured on those alone. Block 0 sees the whole new frame.
+        touched: Tensor | None = None
         for i, blk in enumerate(trunk.blocks):
             bc = cache.blocks[i]
             H, W = x.shape[1:3]
@@ -298,17 +304,25 @@ class SparseHieraEncoder:
                 taps.block_input = x
             select = torch.zeros(H, W, dtype=torch.bool, device=x.device)
             if cfg.temporal:
-                change = change0 if (i == 0 and change0 is not None) else relative_change(x, bc.x_ref)
-                select |= change >= cfg.threshold
+                if i == 0 and change0 is not None:
+                    select |= change0 >= cfg.threshold
+                elif touched is None:
+                    select |= relative_change(x, bc.x_ref) >= cfg.threshold
+                elif bool(touched.any()):
+                    rows = x[0][touched]
+                    ref = bc.x_ref[0][touched]
+                    change = torch.linalg.vector_norm((rows - ref).float(), dim=-1) / (
+                        torch.linalg.vector_norm(ref.float(), dim=-1) + 1e-6)
+                    select[touched] = change >= cfg.threshold
             if cfg.object and prior is not None:
                 if (H, W) not in prior_by_grid:
                     prior_by_grid[(H, W)] = _grid_mask(prior.to(x.device), (H, W))
                 select |= prior_by_grid[(H, W)]
-            n_out, n_total = self._run_block(i, blk, x, bc, select, i in tap_blocks)
+            n_out, touched = self._run_block(blk, x, bc, select, i in tap_blocks)
             recomputed += n_out
-            total += n_total
-            per_block.append(n_out / max(n_total, 1))
             Ho, Wo = self._out_hw(blk, H, W)
+            total += Ho * Wo
+            per_block.append(n_out / (Ho * Wo))
             x = bc.y[:, :Ho, :Wo]
             if i in tap_blocks:
                 taps.hidden[i] = bc.hidden[:, :Ho, :Wo]
@@ -317,18 +331,17 @@ class SparseHieraEncoder:
         cache.frames_since_full += 1
         return outputs, taps, EncodeStats(False, "sparse", recomputed, total, 0.0, per_block)
 
-    def recompute_block(self, i: int, x: Tensor, cache: EncoderCache, select: Tensor) -> tuple[int, int]:
+    def recompute_block(self, i: int, x: Tensor, cache: EncoderCache, select: Tensor) -> tuple[int, Tensor]:
         """Run block ``i`` on input ``x`` recomputing only ``select`` (bool [H, W]) at the
-        block's granularity, updating ``cache`` in place; returns (#recomputed, #total) output
-        tokens. The block's new output is ``cache.blocks[i].y`` (cropped). For tests."""
-        return self._run_block(i, self.trunk.blocks[i], x, cache.blocks[i], select, False)
+        block's granularity, updating ``cache`` in place; returns (#recomputed output tokens,
+        bool mask of them). The block's new output is ``cache.blocks[i].y`` (cropped). For tests."""
+        return self._run_block(self.trunk.blocks[i], x, cache.blocks[i], select, False)
 
-    def _run_block(self, i: int, blk: nn.Module, x: Tensor, bc: _BlockCache, select: Tensor,
-                   tapped: bool) -> tuple[int, int]:
+    def _run_block(self, blk: nn.Module, x: Tensor, bc: _BlockCache, select: Tensor,
+                   tapped: bool) -> tuple[int, Tensor]:
         cfg = self.config
         H, W = x.shape[1:3]
         Ho, Wo = self._out_hw(blk, H, W)
-        n_total = Ho * Wo
         if blk.window_size > 0:
             ws = blk.window_size
             padded = _pad_to(select[None, :, :, None].to(torch.uint8), ws).contiguous()
@@ -338,17 +351,18 @@ class SparseHieraEncoder:
             sel_win = None
             share = float(select.float().mean())
         if share == 0.0:
-            return 0, n_total
+            return 0, torch.zeros(Ho, Wo, dtype=torch.bool, device=x.device)
         if share > cfg.dense_fraction or (blk.window_size == 0 and blk.q_stride):
             self._dense_block(blk, x, bc, tapped)
-            return n_total, n_total
+            return Ho * Wo, torch.ones(Ho, Wo, dtype=torch.bool, device=x.device)
         if sel_win is not None:
-            return self._windowed_subset(blk, x, bc, sel_win), n_total
-        return self._global_subset(blk, x, bc, select), n_total
+            out_mask = self._windowed_subset(blk, x, bc, sel_win)
+        else:
+            out_mask = self._global_subset(blk, x, bc, select)
+        return int(out_mask.sum()), out_mask
 
     def _dense_block(self, blk: nn.Module, x: Tensor, bc: _BlockCache, tapped: bool) -> None:
         """The whole block (sam2's forward); caches overwritten."""
-        H, W = x.shape[1:3]
         if tapped:
             store: dict[str, Tensor] = {}
             handle = blk.mlp.layers[-1].register_forward_pre_hook(lambda _m, a: store.__setitem__("h", a[0]))
@@ -362,17 +376,27 @@ class SparseHieraEncoder:
         bc.y[:, : y.shape[1], : y.shape[2]].copy_(y)
         bc.x_ref.copy_(x)
 
-    def _windowed_subset(self, blk: nn.Module, x: Tensor, bc: _BlockCache, sel_win: Tensor) -> int:
-        """Recompute the selected windows of a windowed block (exact for those windows)."""
+    def _windowed_subset(self, blk: nn.Module, x: Tensor, bc: _BlockCache, sel_win: Tensor) -> Tensor:
+        """Recompute the selected windows of a windowed block (exact for those windows);
+        returns the bool mask of the output tokens rewritten."""
         ws = blk.window_size
+        H, W = x.shape[1:3]
         ih, iw = sel_win.nonzero(as_tuple=True)
-        xn = blk.norm1(x)
-        # sam2 normalises, then zero-pads for window partition: same here, windows gathered.
-        xn_w = _windows_view(_pad_to(xn, ws).contiguous(), ws)[ih, iw]  # [k, ws, ws, C]
+        # token coordinates of the selected windows, [k, ws, ws]; sam2 zero-pads the *normalised*
+        # input up to whole windows, so positions past the border are gathered clipped, then zeroed
+        ar = torch.arange(ws, device=x.device)
+        rr = (ih[:, None] * ws + ar)[:, :, None].expand(-1, ws, ws)
+        cc = (iw[:, None] * ws + ar)[:, None, :].expand(-1, ws, ws)
+        outside = (rr >= H) | (cc >= W)
+        rr, cc = rr.clamp(max=H - 1), cc.clamp(max=W - 1)
+        xw = x[0, rr, cc]  # [k, ws, ws, C]
+        xn_w = blk.norm1(xw)
+        if bool(outside.any()):
+            xn_w = xn_w.masked_fill(outside[..., None], 0.0)
         if blk.dim != blk.dim_out:
             shortcut = do_pool(blk.proj(xn_w), blk.pool)
         else:
-            shortcut = _windows_view(_pad_to(x, ws).contiguous(), ws)[ih, iw]
+            shortcut = xw
         y = shortcut + blk.attn(xn_w)
         mlp_out, hidden = _mlp_with_hidden(blk.mlp, blk.norm2(y))
         y = y + mlp_out
@@ -380,18 +404,16 @@ class SparseHieraEncoder:
         _windows_view(bc.y, ws_out)[ih, iw] = y
         if bc.hidden is not None:
             _windows_view(bc.hidden, ws_out)[ih, iw] = hidden
-        # the selected windows' reference inputs are now the current ones
-        H, W = x.shape[1:3]
-        tok = sel_win.repeat_interleave(ws, 0).repeat_interleave(ws, 1)[:H, :W]
-        bc.x_ref[0][tok] = x[0][tok]
+        # the selected windows' reference inputs are now the current ones (clipped positions
+        # write a border token's own value back to it)
+        bc.x_ref[0, rr, cc] = xw
         Ho, Wo = self._out_hw(blk, H, W)
-        tok_out = sel_win.repeat_interleave(ws_out, 0).repeat_interleave(ws_out, 1)[:Ho, :Wo]
-        return int(tok_out.sum())
+        return sel_win.repeat_interleave(ws_out, 0).repeat_interleave(ws_out, 1)[:Ho, :Wo]
 
     def _global_subset(self, blk: nn.Module, x: Tensor, bc: _BlockCache, select: Tensor) -> int:
         """Recompute the selected tokens of a global-attention block: their queries attend to
         keys/values of every token (from the current input), so they are exact; the others
-        keep their cached outputs (the stated approximation)."""
+        keep their cached outputs (the stated approximation). Returns ``select``."""
         H, W, C = x.shape[1:]
         attn = blk.attn
         idx = select.flatten().nonzero().squeeze(1)  # row-major, as boolean indexing orders them
@@ -412,7 +434,7 @@ class SparseHieraEncoder:
         if bc.hidden is not None:
             bc.hidden[0, :H, :W][select] = hidden
         bc.x_ref[0][select] = flat.index_select(0, idx)
-        return int(idx.numel())
+        return select
 
     # ---- helpers -------------------------------------------------------------------------------
     def _is_output(self, i: int) -> bool:
@@ -432,10 +454,33 @@ class SparseHieraEncoder:
             return H // blk.q_stride[0], W // blk.q_stride[1]
         return H, W
 
+    def _pos_embed(self, hw: tuple[int, int]) -> Tensor:
+        """Hiera's interpolated position embedding (a function of the weights and the grid
+        alone: computed once, then reused; the same values sam2 recomputes per frame)."""
+        pe = self.trunk.pos_embed
+        key = (tuple(hw), pe.data_ptr(), pe._version, self.trunk.pos_embed_window._version)
+        if self._pos_cache is None or self._pos_cache[0] != key:
+            self._pos_cache = (key, self.trunk._get_pos_embed(hw))
+        return self._pos_cache[1]
+
     def _neck(self, trunk_outputs: list[Tensor]) -> dict[str, Any]:
-        """sam2's ``ImageEncoder.forward`` after the trunk (FPN neck, scalp), run as is."""
-        enc = self.image_encoder
-        shim = SimpleNamespace(trunk=lambda _sample: trunk_outputs, neck=enc.neck, scalp=enc.scalp)
+        """sam2's ``ImageEncoder.forward`` after the trunk (``FpnNeck.forward``, scalp), run as is,
+        except that the sine position encodings (constants of the grid) are computed once per
+        grid and reused instead of being copied out of sam2's cache every frame."""
+        enc, neck = self.image_encoder, self.image_encoder.neck
+
+        def position_encoding(x: Tensor) -> Tensor:
+            key = (tuple(x.shape), x.dtype, x.device)
+            if key not in self._pos_enc:
+                self._pos_enc[key] = neck.position_encoding(x).to(x.dtype)
+            return self._pos_enc[key]
+
+        neck_shim = SimpleNamespace(
+            convs=neck.convs, position_encoding=position_encoding, fpn_top_down_levels=neck.fpn_top_down_levels,
+            fpn_interp_model=neck.fpn_interp_model, fuse_type=neck.fuse_type,
+        )
+        shim = SimpleNamespace(trunk=lambda _sample: trunk_outputs, scalp=enc.scalp,
+                               neck=lambda xs: FpnNeck.forward(neck_shim, xs))
         return ImageEncoder.forward(shim, None)
 
 
