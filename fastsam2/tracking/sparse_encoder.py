@@ -257,6 +257,7 @@ class SparseHieraEncoder:
     # ---- full frame: sam2's own modules in sam2's order, caches refilled ----------------------
     def _encode_full(self, x: Tensor, cache: EncoderCache, tap_blocks: tuple[int, ...], reason: str):
         trunk = self.trunk
+        cache.clear()  # the old frame goes before the new one is built (no transient second copy)
         blocks: list[_BlockCache] = []
         outputs = []
         tokens = 0
