@@ -193,6 +193,9 @@ def test_config_validation():
 
     cfg = build_config(("a.mp4",), output="o", encoder_sparsity="both", encoder_refresh=4, encoder_threshold=0.2)
     assert (cfg.pruning.encoder_sparsity, cfg.pruning.encoder_refresh, cfg.pruning.encoder_threshold) == ("both", 4, 0.2)
+    from fastsam2.tracking.factory import encoder_sparsity_config
+
+    assert encoder_sparsity_config(cfg) == EncoderSparsityConfig("both", refresh=4, threshold=0.2)
     assert PruningConfig().encoder_sparsity == "off"
 
 
