@@ -55,6 +55,12 @@ def job_options(fn):
         click.option("--uncertainty", type=click.Choice(["closed_form", "mc", "none"]), help="Router uncertainty."),
         click.option("--mc-passes", type=int, help="Sampled MC dropout passes with --uncertainty mc."),
         click.option("--router-weights", help="Trained router MLP weights (from train-router)."),
+        click.option("--encoder-sparsity", type=click.Choice(["off", "temporal", "object", "both"]),
+                     help="Sparse image encoder for video: reuse cached activations where the frame did not "
+                          "change (temporal) / away from the objects (object). Approximate; off = stock encoder."),
+        click.option("--encoder-refresh", type=int, help="Full encoder pass every N frames with --encoder-sparsity (1 = exact)."),
+        click.option("--encoder-threshold", type=float,
+                     help="Relative token change that triggers recompute with --encoder-sparsity (0 = exact)."),
         click.option("--caption-backend", type=click.Choice(["vllm", "openai", "transformers", "none"]),
                      help="Who captions auto prompts (none: no text, the router runs without it)."),
         click.option("--caption-model", help="Captioning model."),
@@ -84,7 +90,8 @@ def job_options(fn):
 FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "output": ("output",), "max_frames": ("max_frames",), "storage_options": ("storage_options",),
     **{k: ("model", k) for k in ("sam2_config", "sam2_checkpoint", "image_size", "device")},
-    **{k: ("pruning", k) for k in ("keep_ratio", "router_weights", "semantic", "uncertainty", "mc_passes")},
+    **{k: ("pruning", k) for k in ("keep_ratio", "router_weights", "semantic", "uncertainty", "mc_passes",
+                                    "encoder_sparsity", "encoder_refresh", "encoder_threshold")},
     "prompts": ("prompts", "mode"),
     **{k: ("prompts", k) for k in ("point", "box", "text", "caption_backend", "caption_model", "caption_endpoint",
                                    "detector_weights", "min_objectness")},
@@ -186,7 +193,9 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
             "device": kw.get("device"),
         },
         "pruning": {"keep_ratio": kw.get("keep_ratio"), "router_weights": kw.get("router_weights"),
-                    "semantic": kw.get("semantic"), "uncertainty": kw.get("uncertainty"), "mc_passes": kw.get("mc_passes")},
+                    "semantic": kw.get("semantic"), "uncertainty": kw.get("uncertainty"), "mc_passes": kw.get("mc_passes"),
+                    "encoder_sparsity": kw.get("encoder_sparsity"), "encoder_refresh": kw.get("encoder_refresh"),
+                    "encoder_threshold": kw.get("encoder_threshold")},
         "prompts": {
             "mode": prompts_mode,
             "point": point,

@@ -104,12 +104,32 @@ class PruningConfig(BaseModel):
     mc_passes: int = 5  # sampled MC dropout passes (the paper's T) when uncertainty='mc'
     clip_model: str = "ViT-B-16"
     clip_pretrained: str | None = "openai"
+    # Sparse image encoder (fastsam2.tracking.sparse_encoder): reuse cached encoder
+    # activations where a frame did not change (temporal) / away from the objects (object).
+    # Approximates the encoder; "off" is the stock encoder.
+    encoder_sparsity: Literal["off", "temporal", "object", "both"] = "off"
+    encoder_refresh: int = 8  # full encoder pass every N frames (1 = always: exact)
+    encoder_threshold: float = 0.1  # relative token change that triggers recompute (0 = all: exact)
 
     @field_validator("keep_ratio")
     @classmethod
     def _in_unit_interval(cls, v: float) -> float:
         if not 0.0 < v <= 1.0:
             raise ValueError("keep_ratio must be in (0, 1]")
+        return v
+
+    @field_validator("encoder_refresh")
+    @classmethod
+    def _refresh_positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("encoder_refresh must be at least 1 (1 = a full encoder pass every frame)")
+        return v
+
+    @field_validator("encoder_threshold")
+    @classmethod
+    def _threshold_non_negative(cls, v: float) -> float:
+        if not v >= 0.0:
+            raise ValueError("encoder_threshold must be >= 0 (0 = recompute every token)")
         return v
 
 

@@ -13,6 +13,7 @@ from fastsam2.config import JobConfig
 from fastsam2.models.clip import ClipWeightsUnavailable
 from fastsam2.models.sam2 import build_video_predictor
 from fastsam2.tracking.router import Router, build_router
+from fastsam2.tracking.sparse_encoder import EncoderSparsityConfig
 from fastsam2.tracking.streaming import StreamingTracker
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,13 @@ def build_router_for(cfg: JobConfig, device) -> Router | None:
         return build_router("none", pr.uncertainty, **kwargs)
 
 
+def encoder_sparsity_config(cfg: JobConfig) -> EncoderSparsityConfig:
+    """The sparse-encoder settings of ``cfg.pruning`` (mode "off" = stock encoder)."""
+    pr = cfg.pruning
+    return EncoderSparsityConfig(mode=pr.encoder_sparsity, refresh=pr.encoder_refresh,
+                                 threshold=pr.encoder_threshold)
+
+
 def build_tracker(cfg: JobConfig) -> StreamingTracker:
     m = cfg.model
     predictor = build_video_predictor(
@@ -52,4 +60,5 @@ def build_tracker(cfg: JobConfig) -> StreamingTracker:
         storage_options=cfg.storage_options,
     )
     predictor.configure_pruning(keep_ratio=cfg.pruning.keep_ratio, router=build_router_for(cfg, predictor.device))
+    predictor.configure_encoder_sparsity(encoder_sparsity_config(cfg))
     return StreamingTracker(predictor)

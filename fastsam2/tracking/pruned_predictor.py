@@ -44,6 +44,13 @@ from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import INDICES_KEY
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import capture_encoder_taps, prior_from_masks
+from fastsam2.tracking.sparse_encoder import (
+    ENCODER_CACHE_KEY,
+    EncoderCache,
+    EncoderSparsityConfig,
+    SparseHieraEncoder,
+    sam_forward_image,
+)
 from fastsam2.tracking.subset_attention import memory_attention_subset
 
 log = logging.getLogger(__name__)
@@ -163,6 +170,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self.subset_at_full_keep: bool = False
         self._ctx: _FrameCtx | None = None
         self._taps = None
+        self.sparse_encoder: SparseHieraEncoder | None = None  # opt-in (configure_encoder_sparsity)
+        self._encoding: _FrameCtx | None = None  # the frame the image encoder is running on
 
     # ---- public configuration ---------------------------------------------------------------
     def configure_pruning(
@@ -202,6 +211,13 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         """Set (or clear, with None) the phrase the router scores relevance against."""
         inference_state[TEXT_KEY] = text.strip() if isinstance(text, str) and text.strip() else None
         inference_state.setdefault(ROUTER_CACHE_KEY, {}).pop("semantic", None)
+
+    def configure_encoder_sparsity(self, config: EncoderSparsityConfig | None) -> PrunedSAM2VideoPredictor:
+        """Opt into the sparse image encoder (:mod:`fastsam2.tracking.sparse_encoder`); None
+        or ``mode="off"`` restores the stock encoder."""
+        active = config is not None and config.active
+        self.sparse_encoder = SparseHieraEncoder(self.image_encoder, config) if active else None
+        return self
 
     @property
     def pruning_active(self) -> bool:
@@ -253,6 +269,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
 
     # ---- image encoder: timer + router taps --------------------------------------------------
     def forward_image(self, img_batch: Tensor):
+        if self.sparse_encoder is not None and self._encoding is not None:
+            return self._forward_image_sparse(img_batch, self._encoding)
         router = self.router if self.pruning_active else None
         if router is None or not (router.needs_hidden_taps or router.needs_block_input):
             return super().forward_image(img_batch)
@@ -271,8 +289,12 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             return super()._get_image_feature(inference_state, frame_idx, batch_size)
         ctx = _FrameCtx(inference_state, frame_idx)
         self._taps = None
-        with self._timed("image_encoder", ctx):
-            features = super()._get_image_feature(inference_state, frame_idx, batch_size)
+        self._encoding = ctx
+        try:
+            with self._timed("image_encoder", ctx):
+                features = super()._get_image_feature(inference_state, frame_idx, batch_size)
+        finally:
+            self._encoding = None
         taps, self._taps = self._taps, None
         if taps is not None and self.router is not None:
             with self._timed("router", ctx):
@@ -282,6 +304,52 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
                 cache = inference_state.setdefault(ROUTER_CACHE_KEY, {})
                 cache["uncertainty"] = {frame_idx: unc[:1]}  # same for every object: keep one row
         return features
+
+    # ---- sparse image encoder (opt-in) ---------------------------------------------------------
+    def _forward_image_sparse(self, img_batch: Tensor, ctx: _FrameCtx):
+        """Encode with the per-video activation cache; router taps come from the encoder itself."""
+        state = ctx.inference_state
+        cache = state.get(ENCODER_CACHE_KEY)
+        if cache is None:
+            cache = state[ENCODER_CACHE_KEY] = EncoderCache()
+        router = self.router if self.pruning_active else None
+        tap_blocks = ()
+        if router is not None and (router.needs_hidden_taps or router.needs_block_input):
+            tap_blocks = tuple(router.config.uncertainty_blocks)
+        prior = self._encoder_prior(state, ctx.frame_idx) if self.sparse_encoder.config.object else None
+        backbone_out, taps, enc = self.sparse_encoder.encode(img_batch, cache, prior, tap_blocks)
+        self._taps = taps if tap_blocks else None
+        if self.collect_stats:
+            stats = self._frame_stats(state, ctx.frame_idx)
+            stats["encoder_tokens_recomputed"] = stats.get("encoder_tokens_recomputed", 0) + enc.tokens_recomputed
+            stats["encoder_tokens_total"] = stats.get("encoder_tokens_total", 0) + enc.tokens_total
+            stats["encoder_full"] = int(enc.full)
+            stats["encoder_reason"] = enc.reason
+        return sam_forward_image(self, backbone_out)
+
+    def _encoder_prior(self, inference_state: dict[str, Any], frame_idx: int) -> Tensor | None:
+        """Where the tracked objects are: every object's closest tracked mask, dilated, union
+        (bool [S, S] on the SAM token grid); None when no object has a mask yet."""
+        grid = (self.sam_image_embedding_size, self.sam_image_embedding_size)
+        dilation = self.sparse_encoder.config.object_dilation if self.sparse_encoder else 2
+        union = None
+        for output_dict in inference_state["output_dict_per_obj"].values():
+            logits = self._prior_logits(output_dict, frame_idx, False)
+            if logits is None:
+                logits = self._prior_logits(output_dict, frame_idx, True)
+            if logits is None:
+                continue
+            tok = prior_from_masks(logits.float(), grid, dilation).any(0).view(grid)
+            union = tok if union is None else union | tok.to(union.device)
+        return union
+
+    @torch.inference_mode()
+    def propagate_in_video(self, inference_state, *args: Any, **kwargs: Any):
+        """Stock propagation; the sparse encoder's activation cache is dropped when it ends."""
+        try:
+            yield from super().propagate_in_video(inference_state, *args, **kwargs)
+        finally:
+            inference_state.pop(ENCODER_CACHE_KEY, None)
 
     # ---- per-frame call: context, then compact the memory -------------------------------------
     def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, batch_size,
