@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
+from fastsam2.placement import GPU_DEFAULTS, ClusterGPUs, PlacementError, check_placeable, gpu_plan, read_cluster
 from fastsam2.sources import discover
 from fastsam2.storage import done_video_ids
 
@@ -61,37 +62,6 @@ def init_ray(address: str | None = None) -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
-#: Per-actor GPUs on a cluster with GPUs, where the config leaves them at 0:
-#: one GPU per SAM2 actor, a fraction for the RPN actor, a whole one for LLaVA.
-GPU_DEFAULTS = {"track": 1.0, "propose": 0.25, "caption": 1.0, "write": 0.0}
-
-
-def gpu_plan(cfg: JobConfig, stages: list[str], cluster_gpus: float) -> dict[str, float]:
-    """Per-actor GPUs of each stage: as configured, else the defaults above.
-
-    Defaults are scaled down when one actor of every stage would not fit the
-    cluster's GPUs (e.g. all stages on a single-GPU machine share it), since an
-    actor pool whose first actor cannot be placed waits forever.
-    """
-    plan, defaulted = {}, []
-    for stage in stages:
-        res = cfg.resource(stage)
-        if res.num_gpus or cfg.model.device == "cpu" or cluster_gpus < 1:
-            plan[stage] = res.num_gpus
-        elif stage == "caption" and cfg.prompts.caption_backend in ("openai", "none"):
-            plan[stage] = 0.0
-        else:
-            plan[stage] = GPU_DEFAULTS.get(stage, 0.0)
-            defaulted.append(stage)
-    need = sum(plan.values())
-    if need > cluster_gpus >= 1 and defaulted:
-        scale = max(0.0, cluster_gpus - sum(plan[s] for s in stages if s not in defaulted))
-        scale /= sum(plan[s] for s in defaulted) or 1.0
-        for stage in defaulted:
-            plan[stage] = round(plan[stage] * min(1.0, scale), 3)
-    return plan
-
-
 def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, num_gpus: float):
     """``map_batches`` with a pool of stateful actors sized and resourced per the config."""
     from ray.data import ActorPoolStrategy
@@ -100,7 +70,10 @@ def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, nu
     return ds.map_batches(
         stage_cls,
         fn_constructor_kwargs={"config_json": config_json},
-        compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        # One batch in flight per actor: a second one would queue behind a long video on a
+        # busy actor while another actor sits idle.
+        compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors,
+                                  max_tasks_in_flight_per_actor=1),
         batch_size=res.batch_size,
         num_gpus=num_gpus,
         num_cpus=res.num_cpus,
@@ -109,22 +82,45 @@ def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, nu
     )
 
 
-def build_dataset(cfg: JobConfig, tasks: list[VideoTask]):
+def caption_served(cfg: JobConfig) -> bool:
+    """Whether captions run as a ray.data.llm stage (vLLM engines with their own GPUs)."""
+    p = cfg.prompts
+    return p.caption_backend == "vllm" and not cfg.model.random_weights and p.caption_serving != "actor"
+
+
+def plan_stages(cfg: JobConfig, tasks: list[VideoTask]) -> list[str]:
+    """The stages this run needs, in order."""
+    stages = ["track", "write"]
+    auto = [t for t in tasks if t.prompt_source == "auto"]
+    if auto:
+        captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in auto)
+        stages = ["propose"] + (["caption"] if captions else []) + stages
+    return stages
+
+
+def build_dataset(cfg: JobConfig, tasks: list[VideoTask], cluster: ClusterGPUs | None = None):
     """The lazy Ray Dataset: one row per video in, one summary row per video out."""
     import ray
 
     from fastsam2.stages import CaptionStage, ProposeStage, TrackStage, WriteStage
 
+    classes = {"propose": ProposeStage, "caption": CaptionStage, "track": TrackStage, "write": WriteStage}
     config_json = cfg.model_dump_json()
     rows = [{"video_id": t.video_id, "task": t.model_dump_json()} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    stages = [("track", TrackStage), ("write", WriteStage)]
-    if any(t.prompt_source == "auto" for t in tasks):
-        captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in tasks if t.prompt_source == "auto")
-        stages = [("propose", ProposeStage)] + ([("caption", CaptionStage)] if captions else []) + stages
-    gpus = gpu_plan(cfg, [name for name, _ in stages], ray.cluster_resources().get("GPU", 0))
-    for name, stage_cls in stages:
-        ds = _actor_stage(ds, stage_cls, cfg, name, config_json, gpus[name])
+    names = plan_stages(cfg, tasks)
+    served = "caption" in names and caption_served(cfg)
+    cluster = cluster or read_cluster()
+    gpus = gpu_plan(cfg, [n for n in names if not (served and n == "caption")], cluster)
+    check_placeable(cfg, gpus, cluster)
+    for name in names:
+        if served and name == "caption":
+            from fastsam2.prompts.caption_vllm import served_caption_stage
+
+            ds = served_caption_stage(ds, cfg)  # vLLM engines request their own GPUs
+        else:
+            ds = _actor_stage(ds, classes[name], cfg, name, config_json, gpus[name])
+    ds._fastsam2_gpu_plan = gpus  # for the placement watchdog (and tests)
     return ds
 
 
@@ -138,17 +134,32 @@ def run_pipeline(cfg: JobConfig, progress: bool = True, address: str | None = No
     init_ray(address)
     from ray.data import DataContext
 
-    DataContext.get_current().enable_progress_bars = False  # ours below is per video
+    from fastsam2.placement import PlacementWatchdog
+    from fastsam2.progress import ProgressLogger
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours below is per video
+    ctx.execution_no_progress_timeout_s = cfg.no_progress_timeout_s or -1  # -1: never
     ds = build_dataset(cfg, todo)
-    with _progress(progress, len(todo)) as advance:
-        for row in ds.iter_rows():
-            if row["status"] == "ok":
-                summary.ok += 1
-                summary.masks += int(row["num_masks"])
-            else:
-                summary.failed += 1
-                summary.errors.append(f"{row['video_id']}: {row['message']}")
-            advance(str(row["video_id"]), str(row["status"]))
+    watchdog = PlacementWatchdog(cfg, ds._fastsam2_gpu_plan, cfg.placement_timeout_s).start()
+    try:
+        with ProgressLogger(cfg.run_id, len(todo), cfg.progress_log_interval_s), \
+                _progress(progress, len(todo)) as advance:
+            for row in ds.iter_rows():
+                watchdog.stop()  # something came out: the stages are placed
+                if row["status"] == "ok":
+                    summary.ok += 1
+                    summary.masks += int(row["num_masks"])
+                else:
+                    summary.failed += 1
+                    summary.errors.append(f"{row['video_id']}: {row['message']}")
+                advance(str(row["video_id"]), str(row["status"]))
+    except KeyboardInterrupt:
+        if watchdog.reason:
+            raise PlacementError(f"the job cannot be placed on this cluster: {watchdog.reason}") from None
+        raise
+    finally:
+        watchdog.stop()
     return summary
 
 
