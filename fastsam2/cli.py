@@ -63,11 +63,12 @@ def _check_weights(cfg: JobConfig) -> None:
 
 def _run(cfg: JobConfig, address: str | None = None) -> None:
     from fastsam2.pipeline import run_pipeline
+    from fastsam2.placement import PlacementError
     from fastsam2.sources import InputError
 
     try:
         summary = run_pipeline(cfg, progress=True, address=address)
-    except InputError as exc:
+    except (InputError, PlacementError) as exc:
         raise click.ClickException(str(exc)) from None
     print_summary(summary)
 

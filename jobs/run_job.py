@@ -11,7 +11,7 @@ pipeline as ``fastsam2-batch run`` and prints the summary, then one machine-read
 ``FASTSAM2_SUMMARY {json}``.
 
 Exit status: 0 when the job ran (videos that failed are rows in ``errors/``, as with
-``run``); 2 when it could not start (bad config, no input found); 3 when every video it
+``run``); 2 when it could not start (bad config, no input found, stages that no node can host); 3 when every video it
 attempted failed (e.g. no weights on the cluster); 1 on anything unexpected (traceback
 printed).
 
@@ -78,12 +78,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from fastsam2.cli import print_summary
     from fastsam2.pipeline import run_pipeline
+    from fastsam2.placement import PlacementError
     from fastsam2.sources import InputError
 
     print(f"fastsam2 job: run {cfg.run_id}: {len(cfg.inputs)} input(s) -> {cfg.output}", flush=True)
     try:
         summary = run_pipeline(cfg, progress=False)
-    except InputError as exc:
+    except (InputError, PlacementError) as exc:
         print(f"fastsam2 job: {exc}", file=sys.stderr)
         return 2
     print_summary(summary)
