@@ -51,6 +51,9 @@ class StageResources(BaseModel):
     min_actors: int = 1
     max_actors: int = 1
     batch_size: int = 1
+    # Custom Ray resources per actor, e.g. {"tracker": 1} to keep a stage on the nodes
+    # started with `ray start --resources '{"tracker": 8}'`.
+    resources: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> "StageResources":

@@ -77,6 +77,7 @@ def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, nu
         batch_size=res.batch_size,
         num_gpus=num_gpus,
         num_cpus=res.num_cpus,
+        **({"resources": dict(res.resources)} if res.resources else {}),
         # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1:
         # a killed actor comes back and its batch is processed again from the start.
     )

@@ -115,7 +115,8 @@ def gpu_plan(cfg: JobConfig, stages: list[str], cluster_gpus: ClusterGPUs | floa
 
 def actor_request(cfg: JobConfig, stage: str, gpus: float) -> dict[str, float]:
     """The resources one actor of ``stage`` asks Ray for."""
-    req = {"CPU": float(cfg.resource(stage).num_cpus)}
+    res = cfg.resource(stage)
+    req = {"CPU": float(res.num_cpus), **{k: float(v) for k, v in res.resources.items()}}
     if gpus:
         req["GPU"] = float(gpus)
     return {k: v for k, v in req.items() if v}
