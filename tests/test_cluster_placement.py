@@ -87,3 +87,27 @@ def test_a_gpu_job_on_a_cluster_that_never_gets_gpus_fails_fast_and_says_why(ray
         run_pipeline(cfg, progress=False)
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "out" / "videos").exists()
+    from ray.data import DataContext
+
+    assert DataContext.get_current().execution_no_progress_timeout_s == cfg.no_progress_timeout_s == 6 * 3600
+
+
+def _ops(ds):
+    op, out = ds._logical_plan.dag, []
+    while op is not None:
+        out.append(op)
+        op = op.input_dependencies[0] if op.input_dependencies else None
+    return out[::-1]
+
+
+def test_the_plan_gives_each_actor_one_batch_in_flight_and_its_pinned_resources(ray_local):
+    from fastsam2.config import VideoTask
+    from fastsam2.pipeline import build_dataset
+
+    cfg = _cfg("cuda", resources={"track": {"num_cpus": 2, "resources": {"tracker": 1}}})
+    tasks = [VideoTask(video_id="a", uri="x", prompt_source="user")]
+    ds = build_dataset(cfg, tasks, cluster=ClusterGPUs(now=0, max_gpus=None, node_shapes=(CPU_HEAD,)))
+    track, write = [op for op in _ops(ds) if type(op).__name__ == "MapBatches"]
+    assert track.compute.max_tasks_in_flight_per_actor == 1 == write.compute.max_tasks_in_flight_per_actor
+    assert track.ray_remote_args == {"num_cpus": 2, "num_gpus": 1.0, "resources": {"tracker": 1.0}}
+    assert write.ray_remote_args["num_gpus"] == 0.0
