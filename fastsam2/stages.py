@@ -125,7 +125,8 @@ class CaptionStage:
         _set_threads(self.cfg, "caption")
         m, p = self.cfg.model, self.cfg.prompts
         self.captioner = make_captioner(p.caption_backend, p.caption_model, p.caption_endpoint,
-                                        random_weights=m.random_weights, device=m.device)
+                                        random_weights=m.random_weights, device=m.device,
+                                        engine_kwargs=p.caption_engine or None)
 
     def __call__(self, batch: dict) -> dict:
         from fastsam2.prompts.caption import jpeg_to_array
