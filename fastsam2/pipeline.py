@@ -89,39 +89,54 @@ def caption_served(cfg: JobConfig) -> bool:
     return p.caption_backend == "vllm" and not cfg.model.random_weights and p.caption_serving != "actor"
 
 
-def plan_stages(cfg: JobConfig, tasks: list[VideoTask]) -> list[str]:
-    """The stages this run needs, in order."""
-    stages = ["track", "write"]
+@dataclass
+class StagePlan:
+    """The stages of a run, in order, and the GPUs of each actor stage.
+
+    ``served_caption``: the caption stage is the ray.data.llm processor, whose vLLM
+    engines request their own GPUs (it has no entry in ``gpus``).
+    """
+
+    names: list[str]
+    gpus: dict[str, float]
+    served_caption: bool = False
+
+
+def plan_stages(cfg: JobConfig, tasks: list[VideoTask], cluster: ClusterGPUs | None = None) -> StagePlan:
+    """The stages this run needs and their GPUs on ``cluster`` (default: the connected one).
+
+    Raises :class:`~fastsam2.placement.PlacementError` when a stage can never be placed there.
+    """
+    names = ["track", "write"]
     auto = [t for t in tasks if t.prompt_source == "auto"]
     if auto:
         captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in auto)
-        stages = ["propose"] + (["caption"] if captions else []) + stages
-    return stages
+        names = ["propose"] + (["caption"] if captions else []) + names
+    served = "caption" in names and caption_served(cfg)
+    cluster = cluster or read_cluster()
+    gpus = gpu_plan(cfg, [n for n in names if not (served and n == "caption")], cluster)
+    check_placeable(cfg, gpus, cluster)
+    return StagePlan(names, gpus, served)
 
 
-def build_dataset(cfg: JobConfig, tasks: list[VideoTask], cluster: ClusterGPUs | None = None):
+def build_dataset(cfg: JobConfig, tasks: list[VideoTask], plan: StagePlan | None = None):
     """The lazy Ray Dataset: one row per video in, one summary row per video out."""
     import ray
 
     from fastsam2.stages import CaptionStage, ProposeStage, TrackStage, WriteStage
 
     classes = {"propose": ProposeStage, "caption": CaptionStage, "track": TrackStage, "write": WriteStage}
+    plan = plan or plan_stages(cfg, tasks)
     config_json = cfg.model_dump_json()
     rows = [{"video_id": t.video_id, "task": t.model_dump_json()} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    names = plan_stages(cfg, tasks)
-    served = "caption" in names and caption_served(cfg)
-    cluster = cluster or read_cluster()
-    gpus = gpu_plan(cfg, [n for n in names if not (served and n == "caption")], cluster)
-    check_placeable(cfg, gpus, cluster)
-    for name in names:
-        if served and name == "caption":
+    for name in plan.names:
+        if plan.served_caption and name == "caption":
             from fastsam2.prompts.caption_vllm import served_caption_stage
 
             ds = served_caption_stage(ds, cfg)  # vLLM engines request their own GPUs
         else:
-            ds = _actor_stage(ds, classes[name], cfg, name, config_json, gpus[name])
-    ds._fastsam2_gpu_plan = gpus  # for the placement watchdog (and tests)
+            ds = _actor_stage(ds, classes[name], cfg, name, config_json, plan.gpus[name])
     return ds
 
 
@@ -141,8 +156,9 @@ def run_pipeline(cfg: JobConfig, progress: bool = True, address: str | None = No
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # ours below is per video
     ctx.execution_no_progress_timeout_s = cfg.no_progress_timeout_s or -1  # -1: never
-    ds = build_dataset(cfg, todo)
-    watchdog = PlacementWatchdog(cfg, ds._fastsam2_gpu_plan, cfg.placement_timeout_s).start()
+    plan = plan_stages(cfg, todo)
+    ds = build_dataset(cfg, todo, plan)
+    watchdog = PlacementWatchdog(cfg, plan.gpus, cfg.placement_timeout_s).start()
     try:
         with ProgressLogger(cfg.run_id, len(todo), cfg.progress_log_interval_s), \
                 _progress(progress, len(todo)) as advance:

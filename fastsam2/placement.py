@@ -226,7 +226,7 @@ class PlacementWatchdog:
                 since = None
                 continue
             since = since or time.monotonic()
-            if time.monotonic() - since >= self.timeout_s:
+            if time.monotonic() - since >= self.timeout_s and not self._stop.is_set():
                 self.reason = (f"{why}, and no autoscaler is adding nodes (waited {self.timeout_s:.0f}s). "
                                "On a cluster without GPUs use --device cpu; on an autoscaling cluster check "
                                "its GPU worker type (max_workers, instance quota, image)")

@@ -102,12 +102,30 @@ def _ops(ds):
 
 def test_the_plan_gives_each_actor_one_batch_in_flight_and_its_pinned_resources(ray_local):
     from fastsam2.config import VideoTask
-    from fastsam2.pipeline import build_dataset
+    from fastsam2.pipeline import build_dataset, plan_stages
 
     cfg = _cfg("cuda", resources={"track": {"num_cpus": 2, "resources": {"tracker": 1}}})
     tasks = [VideoTask(video_id="a", uri="x", prompt_source="user")]
-    ds = build_dataset(cfg, tasks, cluster=ClusterGPUs(now=0, max_gpus=None, node_shapes=(CPU_HEAD,)))
+    plan = plan_stages(cfg, tasks, ClusterGPUs(now=0, max_gpus=None, node_shapes=(CPU_HEAD,)))
+    assert plan.names == ["track", "write"] and plan.gpus == {"track": 1.0, "write": 0.0}
+    ds = build_dataset(cfg, tasks, plan)
     track, write = [op for op in _ops(ds) if type(op).__name__ == "MapBatches"]
     assert track.compute.max_tasks_in_flight_per_actor == 1 == write.compute.max_tasks_in_flight_per_actor
     assert track.ray_remote_args == {"num_cpus": 2, "num_gpus": 1.0, "resources": {"tracker": 1.0}}
     assert write.ray_remote_args["num_gpus"] == 0.0
+
+
+def test_vllm_captions_are_served_with_their_own_gpus_unless_weights_are_random():
+    from fastsam2.config import VideoTask
+    from fastsam2.pipeline import plan_stages
+
+    tasks = [VideoTask(video_id="a", uri="x", prompt_source="auto")]
+    gpu_cluster = ClusterGPUs(now=4, max_gpus=None, node_shapes=(GPU_NODE,) * 4)
+    served = plan_stages(_cfg("cuda", prompts={"caption_backend": "vllm"}), tasks, gpu_cluster)
+    assert served.names == ["propose", "caption", "track", "write"] and served.served_caption
+    assert "caption" not in served.gpus and served.gpus["track"] == 1.0
+    actor = plan_stages(_cfg("cuda", prompts={"caption_backend": "vllm", "caption_serving": "actor"}), tasks, gpu_cluster)
+    assert not actor.served_caption and actor.gpus["caption"] == 1.0
+    rnd = JobConfig(inputs=["x"], output="o", model={"device": "cpu", "random_weights": True},
+                    prompts={"caption_backend": "vllm"})
+    assert not plan_stages(rnd, tasks, ClusterGPUs()).served_caption  # the tiny model runs in-actor
