@@ -14,7 +14,14 @@ import sys
 from dataclasses import dataclass, field
 
 from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
-from fastsam2.placement import GPU_DEFAULTS, ClusterGPUs, PlacementError, check_placeable, gpu_plan, read_cluster
+from fastsam2.placement import (  # GPU_DEFAULTS, gpu_plan, PlacementError: re-exported, their old home
+    GPU_DEFAULTS,  # noqa: F401
+    ClusterGPUs,
+    PlacementError,
+    check_placeable,
+    gpu_plan,
+    read_cluster,
+)
 from fastsam2.sources import discover
 from fastsam2.storage import done_video_ids
 
