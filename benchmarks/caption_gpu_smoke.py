@@ -9,8 +9,8 @@ Two engine paths (``--mode``):
 
 - ``llm``: :class:`fastsam2.prompts.caption_vllm.VLLMCaptioner` (``vllm.LLM`` in
   this process, what a Ray actor holds);
-- ``ray``: :func:`fastsam2.prompts.caption_vllm.build_ray_caption_processor`
-  (Ray Data LLM: multimodal prep + chat template on CPU, vLLM engine actors).
+- ``ray``: :func:`fastsam2.prompts.caption_vllm.served_caption_stage`, the pipeline's
+  served stage (Ray Data LLM: multimodal prep + chat template on CPU, vLLM engine actors).
 
 Weights: ``--model`` (hf id resolved through the local hf cache, or a folder),
 or ``--tiny`` to write the tiny random LLaVA to a temp folder and serve that:
@@ -76,24 +76,30 @@ def run_llm(model: str, frames, boxes, engine_overrides: dict, max_new_tokens: i
 
 
 def run_ray(model: str, names, frames, boxes, engine_overrides: dict, max_new_tokens: int) -> dict:
+    """The pipeline's own served caption stage (``served_caption_stage``) on rows like the
+    propose stage makes them: task JSON plus the region as JPEG bytes."""
     import ray
 
-    from fastsam2.prompts.caption_vllm import build_ray_caption_processor, region_jpeg
+    from fastsam2.config import JobConfig, VideoTask
+    from fastsam2.prompts.caption import region_jpeg
+    from fastsam2.prompts.caption_vllm import served_caption_stage
     from fastsam2.prompts.region import region_image
 
+    cfg = JobConfig(inputs=["unused"], output="unused",
+                    prompts={"caption_backend": "vllm", "caption_model": model, "caption_engine": engine_overrides},
+                    resources={"caption": {"num_gpus": 1, "batch_size": max(1, len(names))}})
     rows = [
-        {"video_id": n, "region_jpeg": region_jpeg(region_image(f, b, "crop"))}
+        {"video_id": n, "task": VideoTask(video_id=n, uri="unused://", prompt_source="auto").model_dump_json(),
+         "region_jpeg": region_jpeg(region_image(f, b, "crop"))}
         for n, f, b in zip(names, frames, boxes)
     ]
     t0 = time.perf_counter()
-    processor = build_ray_caption_processor(
-        model, batch_size=max(1, len(rows)), concurrency=1,
-        engine_overrides=engine_overrides, max_new_tokens=max_new_tokens,
-    )
-    out = processor(ray.data.from_items(rows)).take_all()
+    out = served_caption_stage(ray.data.from_items(rows), cfg).take_all()
     t1 = time.perf_counter()
-    by_id = {r["video_id"]: r["caption"] for r in out}
-    return {"captions": [by_id.get(n, "") for n in names], "total_s": t1 - t0}
+    tasks = {r["video_id"]: VideoTask.model_validate_json(r["task"]) for r in out}
+    errors = {n: t.error["message"] for n, t in tasks.items() if t.error}
+    return {"captions": [(tasks[n].caption or "") if n in tasks else "" for n in names],
+            "errors": errors, "total_s": t1 - t0}
 
 
 def main(argv: list[str] | None = None) -> int:

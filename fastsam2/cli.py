@@ -81,11 +81,12 @@ class SetupFailed(click.ClickException):
 def _run(cfg: JobConfig, address: str | None = None) -> int:
     """Run the job, print its summary; the exit status (:func:`fastsam2.pipeline.exit_code`)."""
     from fastsam2.pipeline import exit_code, run_pipeline
+    from fastsam2.placement import PlacementError
     from fastsam2.sources import InputError
 
     try:
         summary = run_pipeline(cfg, progress=True, address=address)
-    except InputError as exc:
+    except (InputError, PlacementError) as exc:
         raise SetupFailed(str(exc)) from None
     print_summary(summary)
     return exit_code(summary)

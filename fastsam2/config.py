@@ -53,6 +53,9 @@ class StageResources(BaseModel):
     min_actors: int = 1
     max_actors: int = 1
     batch_size: int = 1
+    # Custom Ray resources per actor, e.g. {"tracker": 1} to keep a stage on the nodes
+    # started with `ray start --resources '{"tracker": 8}'`.
+    resources: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> "StageResources":
@@ -145,6 +148,16 @@ class PromptConfig(BaseModel):
     caption_backend: Literal["vllm", "openai", "transformers", "none"] = "transformers"
     caption_model: str = "llava-hf/llava-1.5-7b-hf"
     caption_endpoint: str | None = None
+    # How the vllm backend runs inside the pipeline: "ray-data-llm" serves it as its own stage
+    # (ray.data.llm: vLLM engine actors with their own GPUs and batching, fed the region JPEGs
+    # the propose stage made); "actor" holds one vllm.LLM in each caption actor (single
+    # machine); "auto" is ray-data-llm.
+    caption_serving: Literal["auto", "ray-data-llm", "actor"] = "auto"
+    # vLLM engine settings (e.g. gpu_memory_utilization, dtype, max_model_len,
+    # tensor_parallel_size); merged over caption_vllm.DEFAULT_ENGINE_KWARGS.
+    caption_engine: dict = Field(default_factory=dict)
+    # Ray accelerator type for the vLLM engine actors (e.g. "A10G", "L4"); None: any GPU.
+    caption_accelerator_type: str | None = None
 
 
 class JobConfig(BaseModel):
@@ -161,6 +174,14 @@ class JobConfig(BaseModel):
     max_frames: int | None = None
     # Add to an output root whose recorded settings differ (see fastsam2.run_settings).
     allow_mixed_settings: bool = False
+    # Ray Data aborts a run when no stage makes progress for this long (its own default is 30
+    # minutes, which a few long videos or a wait for spot GPUs can reach); None: never.
+    no_progress_timeout_s: float | None = 6 * 3600.0
+    # How often the driver logs per-stage progress and throughput (seconds; 0: never).
+    progress_log_interval_s: float = 60.0
+    # A GPU stage that no node can host, while the autoscaler adds none, fails the run after
+    # this long (seconds; 0: wait forever). See fastsam2/placement.py.
+    placement_timeout_s: float = 60.0
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     # Test-only fault injection: kill the tracking actor's process once, at this frame;
     # the marker file records that it happened (see stages.TrackStage).

@@ -54,15 +54,16 @@ def _weights(cfg: JobConfig) -> str:
 
 def plan(cfg: JobConfig, local_gpus: float | None = None) -> Plan:
     """The plan of ``cfg``: discovery and done-marker listing only (Ray is not started)."""
-    from fastsam2.pipeline import gpu_plan, plan_stages, plan_tasks
+    from fastsam2.pipeline import plan_stages, plan_tasks
+    from fastsam2.placement import ClusterGPUs
 
     tasks, todo = plan_tasks(cfg)
-    stages = plan_stages(cfg, todo or tasks)
     if local_gpus is None:
         import torch
 
         local_gpus = float(torch.cuda.device_count())
-    return Plan(cfg, tasks, todo, stages, gpu_plan(cfg, stages, local_gpus), _weights(cfg))
+    stages = plan_stages(cfg, todo or tasks, ClusterGPUs(now=local_gpus))
+    return Plan(cfg, tasks, todo, stages.names, stages.gpus, _weights(cfg))
 
 
 def _prompt(t: VideoTask) -> str:
@@ -100,7 +101,7 @@ def print_plan(p: Plan, max_rows: int = 200) -> None:
         stages.add_column(h, justify="left" if h == "Stage" else "right")
     for name in p.stages:
         r = cfg.resource(name)
-        stages.add_row(name, f"{p.gpus[name]:g}", f"{r.num_cpus:g}", f"{r.min_actors}-{r.max_actors}", str(r.batch_size))
+        stages.add_row(name, f"{p.gpus[name]:g}" if name in p.gpus else "vLLM engine", f"{r.num_cpus:g}", f"{r.min_actors}-{r.max_actors}", str(r.batch_size))
     console.print(stages)
     console.print(f"SAM2: {cfg.model.sam2_config} at {cfg.model.image_size} px on {cfg.model.device}; "
                   f"keep ratio {cfg.pruning.keep_ratio:g}; weights: {p.weights}")

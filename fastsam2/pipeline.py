@@ -14,6 +14,14 @@ import sys
 from dataclasses import dataclass, field
 
 from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
+from fastsam2.placement import (  # GPU_DEFAULTS, gpu_plan, PlacementError: re-exported, their old home
+    GPU_DEFAULTS,  # noqa: F401
+    ClusterGPUs,
+    PlacementError,
+    check_placeable,
+    gpu_plan,
+    read_cluster,
+)
 from fastsam2.sources import InputError, discover
 from fastsam2.storage import is_remote, recorded_ids, strip_protocol
 
@@ -143,37 +151,6 @@ def init_ray(address: str | None = None) -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
-#: Per-actor GPUs on a cluster with GPUs, where the config leaves them at 0:
-#: one GPU per SAM2 actor, a fraction for the RPN actor, a whole one for LLaVA.
-GPU_DEFAULTS = {"track": 1.0, "propose": 0.25, "caption": 1.0, "write": 0.0}
-
-
-def gpu_plan(cfg: JobConfig, stages: list[str], cluster_gpus: float) -> dict[str, float]:
-    """Per-actor GPUs of each stage: as configured, else the defaults above.
-
-    Defaults are scaled down when one actor of every stage would not fit the
-    cluster's GPUs (e.g. all stages on a single-GPU machine share it), since an
-    actor pool whose first actor cannot be placed waits forever.
-    """
-    plan, defaulted = {}, []
-    for stage in stages:
-        res = cfg.resource(stage)
-        if res.num_gpus or cfg.model.device == "cpu" or cluster_gpus < 1:
-            plan[stage] = res.num_gpus
-        elif stage == "caption" and cfg.prompts.caption_backend in ("openai", "none"):
-            plan[stage] = 0.0
-        else:
-            plan[stage] = GPU_DEFAULTS.get(stage, 0.0)
-            defaulted.append(stage)
-    need = sum(plan.values())
-    if need > cluster_gpus >= 1 and defaulted:
-        scale = max(0.0, cluster_gpus - sum(plan[s] for s in stages if s not in defaulted))
-        scale /= sum(plan[s] for s in defaulted) or 1.0
-        for stage in defaulted:
-            plan[stage] = round(plan[stage] * min(1.0, scale), 3)
-    return plan
-
-
 def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, num_gpus: float):
     """``map_batches`` with a pool of stateful actors sized and resourced per the config."""
     from ray.data import ActorPoolStrategy
@@ -182,10 +159,14 @@ def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, nu
     return ds.map_batches(
         stage_cls,
         fn_constructor_kwargs={"config_json": config_json},
-        compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+        # One batch in flight per actor: a second one would queue behind a long video on a
+        # busy actor while another actor sits idle.
+        compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors,
+                                  max_tasks_in_flight_per_actor=1),
         batch_size=res.batch_size,
         num_gpus=num_gpus,
         num_cpus=res.num_cpus,
+        **({"resources": dict(res.resources)} if res.resources else {}),
         # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1:
         # a killed actor comes back and its batch is processed again from the start.
         # Ray warns once per actor that its "constructor arguments are in the object store":
@@ -194,29 +175,60 @@ def _actor_stage(ds, stage_cls, cfg: JobConfig, stage: str, config_json: str, nu
     )
 
 
-def plan_stages(cfg: JobConfig, tasks: list[VideoTask]) -> list[str]:
-    """The stages the dataset will chain for these tasks, in order."""
-    stages = ["track", "write"]
-    if any(t.prompt_source == "auto" for t in tasks):
-        captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in tasks if t.prompt_source == "auto")
-        stages = ["propose"] + (["caption"] if captions else []) + stages
-    return stages
+def caption_served(cfg: JobConfig) -> bool:
+    """Whether captions run as a ray.data.llm stage (vLLM engines with their own GPUs)."""
+    p = cfg.prompts
+    return p.caption_backend == "vllm" and not cfg.model.random_weights and p.caption_serving != "actor"
 
 
-def build_dataset(cfg: JobConfig, tasks: list[VideoTask]):
+@dataclass
+class StagePlan:
+    """The stages of a run, in order, and the GPUs of each actor stage.
+
+    ``served_caption``: the caption stage is the ray.data.llm processor, whose vLLM
+    engines request their own GPUs (it has no entry in ``gpus``).
+    """
+
+    names: list[str]
+    gpus: dict[str, float]
+    served_caption: bool = False
+
+
+def plan_stages(cfg: JobConfig, tasks: list[VideoTask], cluster: ClusterGPUs | None = None) -> StagePlan:
+    """The stages this run needs and their GPUs on ``cluster`` (default: the connected one).
+
+    Raises :class:`~fastsam2.placement.PlacementError` when a stage can never be placed there.
+    """
+    names = ["track", "write"]
+    auto = [t for t in tasks if t.prompt_source == "auto"]
+    if auto:
+        captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in auto)
+        names = ["propose"] + (["caption"] if captions else []) + names
+    served = "caption" in names and caption_served(cfg)
+    cluster = cluster or read_cluster()
+    gpus = gpu_plan(cfg, [n for n in names if not (served and n == "caption")], cluster)
+    check_placeable(cfg, gpus, cluster)
+    return StagePlan(names, gpus, served)
+
+
+def build_dataset(cfg: JobConfig, tasks: list[VideoTask], plan: StagePlan | None = None):
     """The lazy Ray Dataset: one row per video in, one summary row per video out."""
     import ray
 
     from fastsam2.stages import CaptionStage, ProposeStage, TrackStage, WriteStage
 
+    classes = {"propose": ProposeStage, "caption": CaptionStage, "track": TrackStage, "write": WriteStage}
+    plan = plan or plan_stages(cfg, tasks)
     config_json = cfg.model_dump_json()
     rows = [{"video_id": t.video_id, "task": t.model_dump_json()} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    classes = {"propose": ProposeStage, "caption": CaptionStage, "track": TrackStage, "write": WriteStage}
-    stages = [(name, classes[name]) for name in plan_stages(cfg, tasks)]
-    gpus = gpu_plan(cfg, [name for name, _ in stages], ray.cluster_resources().get("GPU", 0))
-    for name, stage_cls in stages:
-        ds = _actor_stage(ds, stage_cls, cfg, name, config_json, gpus[name])
+    for name in plan.names:
+        if plan.served_caption and name == "caption":
+            from fastsam2.prompts.caption_vllm import served_caption_stage
+
+            ds = served_caption_stage(ds, cfg)  # vLLM engines request their own GPUs
+        else:
+            ds = _actor_stage(ds, classes[name], cfg, name, config_json, plan.gpus[name])
     return ds
 
 
@@ -236,19 +248,34 @@ def run_pipeline(cfg: JobConfig, progress: bool = True, address: str | None = No
     from ray.data import DataContext
 
     from fastsam2.logs import quiet_ray_data
+    from fastsam2.placement import PlacementWatchdog
+    from fastsam2.progress import ProgressLogger
 
-    DataContext.get_current().enable_progress_bars = False  # ours below is per video
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours below is per video
+    ctx.execution_no_progress_timeout_s = cfg.no_progress_timeout_s or -1  # -1: never
     quiet_ray_data()
-    ds = build_dataset(cfg, todo)
-    with _progress(progress, len(todo)) as advance:
-        for row in ds.iter_rows():
-            if row["status"] == "ok":
-                summary.ok += 1
-                summary.masks += int(row["num_masks"])
-            else:
-                summary.failed += 1
-                summary.errors.append(f"{row['video_id']}: {row['message']}")
-            advance(str(row["video_id"]), str(row["status"]))
+    plan = plan_stages(cfg, todo)
+    ds = build_dataset(cfg, todo, plan)
+    watchdog = PlacementWatchdog(cfg, plan.gpus, cfg.placement_timeout_s).start()
+    try:
+        with ProgressLogger(cfg.run_id, len(todo), cfg.progress_log_interval_s), \
+                _progress(progress, len(todo)) as advance:
+            for row in ds.iter_rows():
+                watchdog.stop()  # something came out: the stages are placed
+                if row["status"] == "ok":
+                    summary.ok += 1
+                    summary.masks += int(row["num_masks"])
+                else:
+                    summary.failed += 1
+                    summary.errors.append(f"{row['video_id']}: {row['message']}")
+                advance(str(row["video_id"]), str(row["status"]))
+    except KeyboardInterrupt:
+        if watchdog.reason:
+            raise PlacementError(f"the job cannot be placed on this cluster: {watchdog.reason}") from None
+        raise
+    finally:
+        watchdog.stop()
     return summary
 
 

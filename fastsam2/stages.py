@@ -18,6 +18,7 @@ import numpy as np
 from fastsam2.config import JobConfig, VideoTask
 from fastsam2.labeling import error_row, label_video
 from fastsam2.output import from_ipc, to_ipc, write_video
+from fastsam2.progress import report
 from fastsam2.schema import table_from_rows
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,19 @@ def _fail(task: VideoTask, stage: str, exc: BaseException, run_id: str) -> None:
     task.error = row
 
 
-def _rows(tasks: list[VideoTask]) -> dict:
-    return {"video_id": np.array([t.video_id for t in tasks], dtype=object),
-            "task": np.array([t.model_dump_json() for t in tasks], dtype=object)}
+def _rows(tasks: list[VideoTask], regions: list[bytes | None] | None = None) -> dict:
+    """A batch of rows; ``regions`` adds the ``region_jpeg`` column (the caption stage's input)."""
+    out = {"video_id": np.array([t.video_id for t in tasks], dtype=object),
+           "task": np.array([t.model_dump_json() for t in tasks], dtype=object)}
+    if regions is not None:
+        out["region_jpeg"] = np.array(regions, dtype=object)
+    return out
+
+
+def needs_caption(task: VideoTask, cfg: JobConfig) -> bool:
+    """An automatic prompt with no text yet, in a job that captions."""
+    return (not task.error and task.prompt_source == "auto" and not task.text
+            and cfg.prompts.caption_backend != "none")
 
 
 class ProposeStage:
@@ -71,9 +82,13 @@ class ProposeStage:
         from fastsam2.prompts.auto import make_auto_prompt
         from fastsam2.sources import FrameReader
 
+        from fastsam2.prompts.caption import region_jpeg
+        from fastsam2.prompts.region import region_image
+
         tasks = _tasks(batch)
+        regions: list[bytes | None] = [None] * len(tasks)
         p = self.cfg.prompts
-        for task in tasks:
+        for i, task in enumerate(tasks):
             if task.error or task.prompt_source != "auto":
                 continue
             try:
@@ -83,17 +98,24 @@ class ProposeStage:
                                       threshold=p.min_objectness, with_caption=False)
                 task.objects = [ObjectPrompt(obj_id=1, point=list(ap.point), box=list(ap.box), frame_idx=ap.frame_idx)]
                 task.objectness = ap.objectness
+                if needs_caption(task, self.cfg):
+                    # The region travels with the row as a small JPEG: the caption stage
+                    # (other actors, other GPUs) never decodes the video.
+                    regions[i] = region_jpeg(region_image(ap.frame, ap.box, "crop"))
             except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
                 _fail(task, "propose", exc, self.cfg.run_id)
-        return _rows(tasks)
+        report(self.cfg.run_id, "propose", len(tasks))
+        return _rows(tasks, regions)
 
 
 class CaptionStage:
     """LLaVA captions the proposed region; the caption is refined to a short phrase.
 
-    Backends (transformers in-process, vLLM engine in this actor, or an
-    OpenAI-compatible endpoint) sit behind one interface; videos that already
-    have text, or failed earlier, pass through.
+    The region arrives as JPEG bytes in the row (cut by :class:`ProposeStage`), so this
+    stage never reads video. Backends (transformers in-process, vLLM engine in this
+    actor, or an OpenAI-compatible endpoint) sit behind one interface; videos that
+    already have text, or failed earlier, pass through. On clusters the vllm backend
+    runs as a served stage instead (:func:`fastsam2.prompts.caption_vllm.served_caption_stage`).
     """
 
     def __init__(self, config_json: str):
@@ -103,29 +125,29 @@ class CaptionStage:
         _set_threads(self.cfg, "caption")
         m, p = self.cfg.model, self.cfg.prompts
         self.captioner = make_captioner(p.caption_backend, p.caption_model, p.caption_endpoint,
-                                        random_weights=m.random_weights, device=m.device)
+                                        random_weights=m.random_weights, device=m.device,
+                                        engine_kwargs=p.caption_engine or None)
 
     def __call__(self, batch: dict) -> dict:
-        import itertools
-
+        from fastsam2.prompts.caption import jpeg_to_array
         from fastsam2.prompts.refine import refine_caption
-        from fastsam2.sources import FrameReader
 
         tasks = _tasks(batch)
-        todo = [t for t in tasks if not t.error and t.prompt_source == "auto" and not t.text]
-        frames, boxes = [], []
-        for task in list(todo):
+        jpegs = batch.get("region_jpeg")
+        todo, regions = [], []
+        for i, task in enumerate(tasks):
+            if not needs_caption(task, self.cfg):
+                continue
             try:
-                obj = task.objects[0]
-                reader = FrameReader(task, self.cfg.storage_options)
-                frames.append(next(itertools.islice(iter(reader), obj.frame_idx, None)))
-                boxes.append(obj.box)
+                if jpegs is None or jpegs[i] is None:
+                    raise ValueError("the propose stage sent no region image for this video")
+                regions.append(jpeg_to_array(jpegs[i]))
+                todo.append(task)
             except Exception as exc:  # noqa: BLE001
                 _fail(task, "caption", exc, self.cfg.run_id)
-                todo.remove(task)
         if todo:
             try:
-                captions = self.captioner.caption(frames, boxes)  # one batched call
+                captions = self.captioner.caption_regions(regions)  # one batched call
             except Exception as exc:  # noqa: BLE001
                 for task in todo:
                     _fail(task, "caption", exc, self.cfg.run_id)
@@ -135,6 +157,7 @@ class CaptionStage:
                 task.text = refine_caption(caption)
                 task.caption_backend = self.captioner.backend
                 task.caption_model = self.captioner.model
+        report(self.cfg.run_id, "caption", len(tasks))
         return _rows(tasks)
 
 
@@ -194,6 +217,7 @@ class TrackStage:
             out["video_id"].append(task.video_id)
             out["status"].append(status)
             out["payload"].append({name: to_ipc(t) for name, t in tables.items()})
+        report(self.cfg.run_id, "track", len(out["video_id"]))
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
@@ -240,4 +264,5 @@ class WriteStage:
             summary["status"].append(status)
             summary["num_masks"].append(num_masks)
             summary["message"].append(message)
+        report(self.cfg.run_id, "write", len(summary["video_id"]))
         return {k: np.array(v) for k, v in summary.items()}

@@ -13,7 +13,7 @@ pipeline as ``fastsam2-batch run`` and prints the summary, then one machine-read
 Exit status (the same as ``fastsam2-batch run``): 0 when every video is ok or already
 done; 3 when any video failed (each has its ``errors/`` row; a re-run retries them); 2 when
 the job could not start (bad config, no input found, output root not writable, unsafe
-weights); 1 on anything unexpected (traceback printed). A config error names the field and
+weights, stages that no node can host); 1 on anything unexpected (traceback printed). A config error names the field and
 the problem, never the value given (it may be a secret).
 
 ``submit`` ships this file with the config in the job's working_dir; it can also be run
@@ -90,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from fastsam2.cli import print_summary
     from fastsam2.pipeline import exit_code, run_pipeline
+    from fastsam2.placement import PlacementError
     from fastsam2.sources import InputError
 
     print(f"fastsam2 job: run {cfg.run_id}: {len(cfg.inputs)} input(s) -> {cfg.output}", flush=True)
     try:
         summary = run_pipeline(cfg, progress=False)
-    except InputError as exc:
+    except (InputError, PlacementError) as exc:
         print(f"fastsam2 job: {exc}", file=sys.stderr)
         return EXIT_SETUP
     print_summary(summary)

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from fastsam2.prompts.caption import QUESTIONS, CaptionError, make_captioner
-from fastsam2.prompts.caption_openai import OpenAICaptioner, completions_url
+from fastsam2.prompts.caption_openai import OpenAICaptioner, completions_url, parse_retry_after
 
 
 class _Server:
@@ -21,6 +22,8 @@ class _Server:
         self.requests: list[dict] = []
         self.paths: list[str] = []
         self.fail_next: list[int] = []  # status codes to answer before succeeding
+        self.retry_after: str | None = None  # Retry-After header sent with those failures
+        self.times: list[float] = []  # when each request arrived (time.monotonic)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,8 +34,11 @@ class _Server:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.paths.append(self.path)
                 outer.requests.append(body)
+                outer.times.append(time.monotonic())
                 if outer.fail_next:
                     self.send_response(outer.fail_next.pop(0))
+                    if outer.retry_after is not None:
+                        self.send_header("Retry-After", outer.retry_after)
                     self.end_headers()
                     self.wfile.write(b"nope")
                     return
@@ -97,3 +103,29 @@ def test_unreachable_endpoint_is_named():
     cap = OpenAICaptioner("http://127.0.0.1:9/v1", "m", retries=0, timeout_s=2)
     with pytest.raises(CaptionError, match="unreachable"):
         cap.caption([_frame()], [None])
+
+
+def test_429_waits_as_long_as_retry_after_says(server):
+    cap = OpenAICaptioner(server.url, "m", retries=3, max_wait_s=10)
+    server.fail_next, server.retry_after = [429, 429], "0.6"
+    assert cap.caption([_frame()], [None]) == ["A surfer on a wave 3."]
+    gaps = [b - a for a, b in zip(server.times, server.times[1:])]
+    assert len(gaps) == 2 and all(0.55 <= g < 3.0 for g in gaps), gaps  # Retry-After, not the 0.5 s backoff
+
+
+def test_retries_stop_at_the_wait_budget_and_name_the_cause(server):
+    cap = OpenAICaptioner(server.url, "m", retries=10, max_wait_s=1.0)
+    server.fail_next, server.retry_after = [503] * 10, "0.4"
+    t0 = time.monotonic()
+    with pytest.raises(CaptionError, match=r"HTTP 503.*1s retry budget"):
+        cap.caption([_frame()], [None])
+    assert time.monotonic() - t0 < 3.0
+    assert len(server.requests) == 3  # waits 0.4 + 0.4; a third wait would pass 1.0 s
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    import email.utils
+
+    assert parse_retry_after("7") == 7.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= parse_retry_after(future) <= 31

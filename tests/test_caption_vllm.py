@@ -94,7 +94,7 @@ def test_ray_data_llm_config_is_valid_without_vllm():
     assert config.model_source == "llava-hf/llava-1.5-7b-hf"
     assert config.batch_size == 8
     assert config.engine_kwargs["limit_mm_per_prompt"] == {"image": 1}
-    assert kwargs["prepare_multimodal_stage"] == {"enabled": True}
+    assert kwargs["prepare_multimodal_stage"] == {"enabled": True, "chat_template_content_format": "openai"}
     assert kwargs["tokenize_stage"] == {"enabled": False}
 
 

@@ -41,17 +41,21 @@ running jumping riding sitting standing flying driving parked wooden metal
 photo picture image close view shadow track field sand wave snow mountain
 """
 
-#: LLaVA-1.5's chat format, as the hf checkpoints and vLLM's examples use it.
+#: The chat template shipped with the llava-hf/llava-1.5-*-hf checkpoints (their
+#: ``chat_template.json``), verbatim: the tiny model renders prompts exactly as the real
+#: one does. It iterates over a message's content *parts* (``{"type": "image"}``,
+#: ``{"type": "text"}``), so it needs OpenAI-style list content: flattened string
+#: content renders no ``<image>`` (see ``caption_vllm.processor_config_kwargs``).
 LLAVA_15_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER: "
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %} "
-    "{% else %}ASSISTANT: {% for part in message['content'] %}{{ part['text'] }}{% endfor %}</s>"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+    "{% endif %}{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}"
+    "{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 
 

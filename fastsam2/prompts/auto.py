@@ -61,6 +61,9 @@ class AutoPrompt:
     caption_backend: str | None = None
     caption_model: str | None = None
     random_weights: dict[str, bool] = field(default_factory=dict)
+    #: The prompt frame itself (RGB uint8), so a later stage can crop the region from it
+    #: without decoding the video again; not part of any output row.
+    frame: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def prompt_source(self) -> str:
@@ -222,5 +225,6 @@ def make_auto_prompt(
         caption_backend=backend,
         caption_model=caption_model,
         random_weights=random,
+        frame=frame,
     )
 

@@ -62,6 +62,8 @@ class Captioner(Protocol):
 
     def caption(self, images: Sequence[np.ndarray], boxes: Sequence[Box | None]) -> list[str]: ...
 
+    def caption_regions(self, regions: Sequence[np.ndarray]) -> list[str]: ...
+
 
 # ---------------------------------------------------------------- prompt shape
 
@@ -71,13 +73,32 @@ def llava_prompt(question: str) -> str:
     return f"USER: <image>\n{question} ASSISTANT:"
 
 
-def image_data_url(image: np.ndarray, quality: int = 90) -> str:
-    """An RGB uint8 image as a ``data:image/jpeg;base64,`` URL (what endpoints accept)."""
+def region_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """An RGB uint8 region as JPEG bytes: how the propose stage hands a region to the caption
+    stage (a few kB per video in the row, so the caption stage never decodes video)."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image[..., :3])).save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def jpeg_to_array(data: bytes) -> np.ndarray:
+    """JPEG bytes back to an RGB uint8 array."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def image_data_url(image: np.ndarray, quality: int = 90) -> str:
+    """An RGB uint8 image as a ``data:image/jpeg;base64,`` URL (what endpoints accept)."""
+    return jpeg_data_url(region_jpeg(image, quality))
+
+
+def jpeg_data_url(data: bytes) -> str:
+    """JPEG bytes as a ``data:image/jpeg;base64,`` URL."""
+    return "data:image/jpeg;base64," + base64.b64encode(bytes(data)).decode("ascii")
 
 
 def chat_messages(image_url: str, question: str) -> list[dict]:
@@ -134,9 +155,15 @@ class RegionCaptioner:
         """One cleaned caption per (image, box)."""
         if not images:
             return []
-        raw = self.generate(self.regions(images, boxes), self.question)
-        if len(raw) != len(images):
-            raise CaptionError(f"{self.backend} returned {len(raw)} captions for {len(images)} regions")
+        return self.caption_regions(self.regions(images, boxes))
+
+    def caption_regions(self, regions: Sequence[np.ndarray]) -> list[str]:
+        """One cleaned caption per region image already cut (e.g. decoded from a row's JPEG)."""
+        if not len(regions):
+            return []
+        raw = self.generate(list(regions), self.question)
+        if len(raw) != len(regions):
+            raise CaptionError(f"{self.backend} returned {len(raw)} captions for {len(regions)} regions")
         return [clean_caption(t) for t in raw]
 
     def generate(self, regions: list[np.ndarray], question: str) -> list[str]:

@@ -27,11 +27,14 @@ import numpy as np
 from fastsam2.models.llava import DEFAULT_LLAVA
 from fastsam2.prompts.caption import (
     DEFAULT_MAX_NEW_TOKENS,
+    CaptionError,
     QUESTIONS,
     RegionCaptioner,
     chat_messages,
     clean_caption,
+    jpeg_data_url,
     llava_prompt,
+    region_jpeg,
     sampling_params,
 )
 
@@ -111,7 +114,10 @@ def processor_config_kwargs(
         "engine_kwargs": merged_engine_kwargs(engine_overrides),
         "batch_size": batch_size,
         "concurrency": concurrency,
-        "prepare_multimodal_stage": {"enabled": True},
+        # "openai" keeps each message's content as a list of parts ({"type": "image"},
+        # {"type": "text"}), which LLaVA-1.5's chat template iterates over; Ray's default
+        # ("string") flattens it and the template then renders no <image> at all.
+        "prepare_multimodal_stage": {"enabled": True, "chat_template_content_format": "openai"},
         "chat_template_stage": {"enabled": True},
         "tokenize_stage": {"enabled": False},
         "detokenize_stage": {"enabled": False},
@@ -133,10 +139,7 @@ def caption_request_row(
     The JPEG travels as a data URL (Arrow-friendly, and what vLLM's chat parser
     accepts); the other columns are kept so the postprocess can pass them on.
     """
-    import base64
-
-    data = row[image_column]
-    url = "data:image/jpeg;base64," + base64.b64encode(bytes(data)).decode("ascii")
+    url = jpeg_data_url(row[image_column])
     out = {k: v for k, v in row.items() if k != image_column}
     out["messages"] = chat_messages(url, question)
     out["sampling_params"] = sampling_params(max_new_tokens)
@@ -150,17 +153,6 @@ def caption_from_row(
     out = {k: row[k] for k in keep if k in row}
     out[output_column] = clean_caption(row.get("generated_text") or "")
     return out
-
-
-def region_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-    """Encode a region image for the ``region_jpeg`` column."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image[..., :3])).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def build_ray_caption_processor(
@@ -197,3 +189,98 @@ def build_ray_caption_processor(
         ),
         postprocess=partial(caption_from_row, keep=tuple(keep)),
     )
+
+
+# ---------------------------------------------------------------- the pipeline's served stage
+
+#: Stands in for the region of a row that needs no caption (user text, failed earlier):
+#: every row takes the same path through the processor (one schema), at the cost of a
+#: one-token generation.
+_BLANK = np.full((14, 14, 3), 128, np.uint8)
+
+
+def served_request_row(row: dict[str, Any], *, question: str, max_new_tokens: int) -> dict[str, Any]:
+    """Preprocess of the served caption stage: a pipeline row -> one chat request.
+
+    Keeps ``video_id`` and ``task`` (the postprocess needs them) and drops the JPEG.
+    """
+    data = row.get("region_jpeg")
+    wanted = data is not None and len(data) > 0
+    return {
+        "video_id": row["video_id"],
+        "task": row["task"],
+        "wants_caption": wanted,
+        "messages": chat_messages(jpeg_data_url(data if wanted else region_jpeg(_BLANK)), question),
+        "sampling_params": sampling_params(max_new_tokens if wanted else 1),
+    }
+
+
+def served_caption_row(row: dict[str, Any], *, model: str) -> dict[str, Any]:
+    """Postprocess of the served caption stage: the caption and its phrase go into the task."""
+    from fastsam2.config import VideoTask
+    from fastsam2.prompts.refine import refine_caption
+
+    task = VideoTask.model_validate_json(str(row["task"]))
+    if row.get("wants_caption"):
+        task.caption = clean_caption(row.get("generated_text") or "")
+        task.text = refine_caption(task.caption)
+        task.caption_backend, task.caption_model = "vllm", model
+    return {"video_id": row["video_id"], "task": task.model_dump_json()}
+
+
+def finish_served_row(row: dict[str, Any], *, run_id: str) -> dict[str, Any]:
+    """After the processor: rows whose generation failed become that video's caption error.
+
+    Ray Data LLM hands failed rows past the postprocess with ``__inference_error__`` set
+    (``should_continue_on_error``); the video then fails alone, as in the other backends.
+    """
+    from fastsam2.config import VideoTask
+    from fastsam2.labeling import error_row
+
+    from fastsam2.progress import report
+
+    report(run_id, "caption", 1)
+    err = row.get("__inference_error__") or ""
+    if not err:
+        return {"video_id": row["video_id"], "task": row["task"]}
+    task = VideoTask.model_validate_json(str(row["task"]))
+    failed = error_row(task, "caption", CaptionError(f"vLLM engine: {err}"), run_id)
+    failed.pop("failed_at")
+    task.error = failed
+    return {"video_id": row["video_id"], "task": task.model_dump_json()}
+
+
+def served_processor_kwargs(cfg) -> dict[str, Any]:
+    """``vLLMEngineProcessorConfig`` arguments from a job config (model, batching, engines, GPUs)."""
+    res = cfg.resource("caption")
+    concurrency = res.max_actors if res.min_actors == res.max_actors else (res.min_actors, res.max_actors)
+    kwargs = processor_config_kwargs(
+        cfg.prompts.caption_model,
+        batch_size=res.batch_size,
+        concurrency=concurrency,
+        engine_overrides=cfg.prompts.caption_engine,
+        accelerator_type=cfg.prompts.caption_accelerator_type,
+    )
+    kwargs["should_continue_on_error"] = True  # one bad image fails its video, not the job
+    return kwargs
+
+
+def served_caption_stage(ds, cfg, *, build=None):
+    """Caption every row of ``ds`` through a ``ray.data.llm`` vLLM processor; rows stay ``video_id``/``task``.
+
+    The processor brings its own CPU stages (image preparation, chat template) and its
+    own GPU actors (vLLM engines, ``concurrency`` of them, batching inside the engine).
+    ``build`` makes the processor from ``(config_kwargs, preprocess, postprocess)``; the
+    default is Ray's ``build_processor``. Tests pass a stand-in for the GPU engine only.
+    """
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    question = QUESTIONS["crop"]
+    pre = partial(served_request_row, question=question, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+    post = partial(served_caption_row, model=cfg.prompts.caption_model)
+    kwargs = served_processor_kwargs(cfg)
+    if build is None:
+        processor = build_processor(vLLMEngineProcessorConfig(**kwargs), preprocess=pre, postprocess=post)
+    else:
+        processor = build(kwargs, pre, post)
+    return processor(ds).map(partial(finish_served_row, run_id=cfg.run_id))

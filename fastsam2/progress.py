@@ -1,0 +1,112 @@
+"""Per-stage progress and throughput in the job's log, every minute.
+
+The stages run in actors on other nodes; each one tells a small named actor (one per
+run, no CPU reserved) how many videos it finished. A thread in the driver reads the
+counts every ``progress_log_interval_s`` and logs one line: done per stage, rate over
+the last interval and since the start. A stall is then visible in the job's log long
+before Ray Data's no-progress timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+log = logging.getLogger("fastsam2.progress")
+
+STAGE_ORDER = ("propose", "caption", "track", "write")
+
+
+def board_name(run_id: str) -> str:
+    return f"fastsam2-progress-{run_id}"
+
+
+class _Board:
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def add(self, stage: str, n: int) -> None:
+        self.counts[stage] = self.counts.get(stage, 0) + int(n)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+_handles: dict[str, object] = {}
+
+
+def report(run_id: str, stage: str, n: int) -> None:
+    """Called by a stage after each batch: fire and forget; a missing board is ignored."""
+    if not n:
+        return
+    try:
+        import ray
+
+        handle = _handles.get(run_id)
+        if handle is None:
+            handle = _handles[run_id] = ray.get_actor(board_name(run_id))
+        handle.add.remote(stage, n)
+    except Exception:  # noqa: BLE001 - progress reporting never fails a video
+        _handles.pop(run_id, None)
+
+
+def format_line(counts: dict[str, int], previous: dict[str, int], interval_s: float, elapsed_s: float,
+                total: int) -> str:
+    """``progress: propose 12/40 (6.0/min, 5.5/min overall) | track ...``"""
+    parts = []
+    for stage in sorted(counts, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else 99, s)):
+        n = counts[stage]
+        recent = (n - previous.get(stage, 0)) * 60.0 / max(interval_s, 1e-9)
+        overall = n * 60.0 / max(elapsed_s, 1e-9)
+        parts.append(f"{stage} {n}/{total} ({recent:.1f}/min, {overall:.1f}/min overall)")
+    return "progress: " + (" | ".join(parts) if parts else f"no stage has finished a video yet (0/{total})")
+
+
+class ProgressLogger:
+    """Creates the run's board and logs a line every ``interval_s`` until stopped."""
+
+    def __init__(self, run_id: str, total: int, interval_s: float):
+        self.run_id, self.total, self.interval_s = run_id, total, interval_s
+        self.board = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fastsam2-progress", daemon=True)
+
+    def __enter__(self) -> "ProgressLogger":
+        import ray
+
+        if self.interval_s <= 0:
+            return self
+        actor_cls = ray.remote(num_cpus=0, max_restarts=-1)(_Board)
+        self.board = actor_cls.options(name=board_name(self.run_id), get_if_exists=True).remote()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self.board is not None:
+            import ray
+
+            try:
+                ray.kill(self.board)
+            except Exception:  # noqa: BLE001
+                pass
+        return False
+
+    def _run(self) -> None:
+        import ray
+
+        start = last_t = time.monotonic()
+        previous: dict[str, int] = {}
+        while not self._stop.wait(self.interval_s):
+            try:
+                counts = ray.get(self.board.snapshot.remote(), timeout=30)
+            except Exception:  # noqa: BLE001
+                continue
+            now = time.monotonic()
+            # stderr, unbuffered: the job's log (and `status --logs`) shows it whatever logging is set to
+            print(format_line(counts, previous, now - last_t, now - start, self.total), file=sys.stderr, flush=True)
+            previous, last_t = counts, now
