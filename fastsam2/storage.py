@@ -107,15 +107,7 @@ def write_parquet_atomic(table: pa.Table, uri: str, storage_options: dict[str, A
         if is_remote(uri):
             fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
         else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                _remove_quietly(tmp)  # no debris on a full disk, a kill signal, anything
-                raise
+            _replace_local(path, data)
 
     with_retries(_write, f"write {uri}")
 
@@ -133,7 +125,11 @@ def write_bytes_atomic(data: bytes, uri: str, storage_options: dict[str, Any] | 
     if is_remote(uri):
         with_retries(lambda: fs.pipe_file(strip_protocol(uri), data), f"write {uri}")
         return
-    path = os.path.abspath(strip_protocol(uri))
+    _replace_local(os.path.abspath(strip_protocol(uri)), data)
+
+
+def _replace_local(path: str, data: bytes) -> None:
+    """Write through a hidden temp file and rename: readers see the old file or the whole new one."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
     try:
@@ -141,7 +137,7 @@ def write_bytes_atomic(data: bytes, uri: str, storage_options: dict[str, Any] | 
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        _remove_quietly(tmp)
+        _remove_quietly(tmp)  # no debris on a full disk, a kill signal, anything
         raise
 
 
