@@ -15,21 +15,22 @@ from dataclasses import dataclass, field
 import torch
 
 from fastsam2 import rle
-from fastsam2.config import JobConfig, VideoTask
+from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
 from fastsam2.schema import COMPONENTS
 from fastsam2.sources import FrameReader
-from fastsam2.tracking.streaming import StreamingTracker
+from fastsam2.tracking.streaming import Detector, StreamingTracker
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class VideoResult:
-    """Rows for masks/, frames/ and videos/ of one video."""
+    """Rows for masks/, frames/, objects/ and videos/ of one video."""
 
     video_id: str
     masks: list[dict] = field(default_factory=list)
     frames: list[dict] = field(default_factory=list)
+    objects: list[dict] = field(default_factory=list)
     video: dict | None = None
 
 
@@ -51,15 +52,50 @@ def _median(values: list[float]) -> float | None:
     return float(statistics.median(vals)) if vals else None
 
 
-def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, progress=None) -> VideoResult:
-    """Track every prompted object of ``task`` through the video and collect its rows."""
+def object_row(task: VideoTask, obj: ObjectPrompt, cfg: JobConfig, predictor, first_frame_idx: int | None) -> dict:
+    """The objects/ row of one tracked object (see ``fastsam2.schema.OBJECTS``)."""
+    source = obj.source or task.prompt_source or "user"
+    return {
+        "video_id": task.video_id,
+        "obj_id": obj.obj_id,
+        "first_frame_idx": obj.frame_idx if first_frame_idx is None else first_frame_idx,
+        "prompt_frame_idx": obj.frame_idx,
+        "box": obj.box,
+        "point": obj.point,
+        "objectness": obj.objectness,
+        "caption": obj.caption,
+        "phrase": obj.text or task.text,
+        "clip_score": obj.clip_score,
+        "prompt_source": source,
+        "caption_backend": task.caption_backend if obj.caption else None,
+        "caption_model": task.caption_model if obj.caption else None,
+        "detector_model": cfg.prompts.detector_weights or "rpn" if source != "user" else None,
+        "model": getattr(predictor, "config_name", None),
+        "random_weights": bool(getattr(predictor, "random_weights", cfg.model.random_weights)),
+        "run_id": cfg.run_id,
+    }
+
+
+def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, progress=None,
+                detector: Detector | None = None) -> VideoResult:
+    """Track every prompted object of ``task`` through the video and collect its rows.
+
+    With ``detector`` (and ``cfg.prompts.detect_every``) objects that enter later
+    are found and tracked from their first frame; they get objects/ rows too.
+    """
     reader = FrameReader(task, cfg.storage_options, max_frames=cfg.max_frames)
     info = reader.info
     result = VideoResult(task.video_id)
     predictor = tracker.predictor
     peak_bank = 0
     bank_per_frame: list[float] = []
-    for fr in tracker.track(iter(reader), info.num_frames, info.height, info.width, task.objects, task.text):
+    objects = list(task.objects)
+    first_seen: dict[int, int] = {}
+    for fr in tracker.track(iter(reader), info.num_frames, info.height, info.width, task.objects, task.text,
+                            detector=detector, detect_every=cfg.prompts.detect_every if detector else None):
+        objects.extend(fr.new_objects)
+        for obj_id in fr.obj_ids:
+            first_seen.setdefault(int(obj_id), fr.frame_idx)
         for obj_id, mask, score in zip(fr.obj_ids, fr.masks, fr.scores):
             counts, area, bbox = rle.encode(mask)
             result.masks.append(
@@ -83,6 +119,7 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
             "tokens_total": fr.stats.get("tokens_total"),
             "memory_bank_bytes": fr.memory_bank_bytes,
             "memory_bytes": fr.memory_bytes,
+            "encoder_calls": fr.stats.get("encoder_calls"),
         }
         for c in COMPONENTS:
             row[f"ms_{c}"] = fr.stats.get(f"ms_{c}")
@@ -106,7 +143,7 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
         "num_frames": info.num_frames,
         "height": info.height,
         "width": info.width,
-        "num_objects": len(task.objects),
+        "num_objects": len(objects),
         "prompt_source": task.prompt_source or "user",
         "point": first.point if first else None,
         "box": first.box if first else None,
@@ -131,6 +168,7 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
         "run_id": cfg.run_id,
         "finished_at": dt.datetime.now(dt.timezone.utc),
     }
+    result.objects = [object_row(task, o, cfg, predictor, first_seen.get(o.obj_id)) for o in objects]
     for c in COMPONENTS:
         result.video[f"ms_{c}"] = _median([f[f"ms_{c}"] for f in steady])
     if torch.cuda.is_available() and predictor.device.type == "cuda":

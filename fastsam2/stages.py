@@ -67,8 +67,7 @@ class ProposeStage:
                                    image_size=min(m.image_size, 1024), device=m.device, random_weights=m.random_weights)
 
     def __call__(self, batch: dict) -> dict:
-        from fastsam2.config import ObjectPrompt
-        from fastsam2.prompts.auto import make_auto_prompt
+        from fastsam2.prompts.multi import find_objects, found_to_prompts
         from fastsam2.sources import FrameReader
 
         tasks = _tasks(batch)
@@ -78,14 +77,22 @@ class ProposeStage:
                 continue
             try:
                 reader = FrameReader(task, self.cfg.storage_options, max_frames=self.cfg.max_frames)
-                ap = make_auto_prompt(iter(reader), proposer=self.proposer, masker=self.masker,
-                                      user_text=task.text, max_frames=p.max_search_frames,
-                                      threshold=p.min_objectness, with_caption=False)
-                task.objects = [ObjectPrompt(obj_id=1, point=list(ap.point), box=list(ap.box), frame_idx=ap.frame_idx)]
-                task.objectness = ap.objectness
+                frame_idx, _, found = find_objects(iter(reader), self.proposer, self.masker,
+                                                   multi_object_settings(self.cfg), max_frames=p.max_search_frames)
+                task.objects = found_to_prompts(found, frame_idx, first_id=1, text=task.text)
+                task.objectness = found[0].objectness
             except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
                 _fail(task, "propose", exc, self.cfg.run_id)
         return _rows(tasks)
+
+
+def multi_object_settings(cfg: JobConfig):
+    """The proposal-selection settings of a job (one home for the mapping)."""
+    from fastsam2.prompts.multi import MultiObjectSettings
+
+    p = cfg.prompts
+    return MultiObjectSettings(max_objects=p.max_objects, threshold=p.min_objectness,
+                               nms_iou=p.nms_iou, dedup_mask_iou=p.dedup_mask_iou)
 
 
 class CaptionStage:
@@ -108,18 +115,19 @@ class CaptionStage:
     def __call__(self, batch: dict) -> dict:
         import itertools
 
-        from fastsam2.prompts.refine import refine_caption
         from fastsam2.sources import FrameReader
 
         tasks = _tasks(batch)
         todo = [t for t in tasks if not t.error and t.prompt_source == "auto" and not t.text]
-        frames, boxes = [], []
+        frames, boxes, owners = [], [], []  # one entry per object: all objects of the batch in one call
         for task in list(todo):
             try:
-                obj = task.objects[0]
                 reader = FrameReader(task, self.cfg.storage_options)
-                frames.append(next(itertools.islice(iter(reader), obj.frame_idx, None)))
-                boxes.append(obj.box)
+                frame = next(itertools.islice(iter(reader), task.objects[0].frame_idx, None))
+                for obj in task.objects:
+                    frames.append(frame)
+                    boxes.append(obj.box)
+                    owners.append((task, obj))
             except Exception as exc:  # noqa: BLE001
                 _fail(task, "caption", exc, self.cfg.run_id)
                 todo.remove(task)
@@ -130,9 +138,12 @@ class CaptionStage:
                 for task in todo:
                     _fail(task, "caption", exc, self.cfg.run_id)
                 return _rows(tasks)
-            for task, caption in zip(todo, captions):
-                task.caption = caption
-                task.text = refine_caption(caption)
+            from fastsam2.prompts.multi import apply_captions
+
+            apply_captions([o for _, o in owners], captions)
+            for task in todo:
+                first = task.objects[0]
+                task.caption, task.text = first.caption, first.text  # videos/ keeps the first object's
                 task.caption_backend = self.captioner.backend
                 task.caption_model = self.captioner.model
         return _rows(tasks)
@@ -147,6 +158,24 @@ class TrackStage:
         self.cfg = JobConfig.model_validate_json(config_json)
         _set_threads(self.cfg, "track")
         self.tracker = build_tracker(self.cfg)
+        self.detector = self._new_object_detector() if self.cfg.prompts.detect_every else None
+
+    def _new_object_detector(self):
+        """Proposer, coarse masker (sharing the tracker's SAM2) and captioner for objects that enter later."""
+        from fastsam2.models.detector import ProposalModel
+        from fastsam2.prompts.caption import make_captioner
+        from fastsam2.prompts.click import CoarseMasker
+        from fastsam2.prompts.multi import NewObjectDetector
+
+        m, p = self.cfg.model, self.cfg.prompts
+        weights = None if m.random_weights else (p.detector_weights or "default")
+        proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device, download=True)
+        masker = CoarseMasker(self.tracker.predictor)
+        captioner = None
+        if p.caption_backend != "none" and not p.text:
+            captioner = make_captioner(p.caption_backend, p.caption_model, p.caption_endpoint,
+                                       random_weights=m.random_weights, device=m.device)
+        return NewObjectDetector(proposer, masker, multi_object_settings(self.cfg), p.new_object_iou, captioner)
 
     def _fault_hook(self, task: VideoTask):
         """Test-only fault injection: kill this actor's process mid-video, once per marker file.
@@ -172,10 +201,12 @@ class TrackStage:
     def _label(self, task: VideoTask) -> tuple[dict, str]:
         """Track one video; any failure becomes its errors/ row."""
         try:
-            res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task))
+            detector = self.detector.for_video(task) if self.detector is not None else None
+            res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task), detector=detector)
             tables = {
                 "masks": table_from_rows("masks", res.masks),
                 "frames": table_from_rows("frames", res.frames),
+                "objects": table_from_rows("objects", res.objects),
                 "videos": table_from_rows("videos", [res.video]),
             }
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
