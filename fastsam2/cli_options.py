@@ -59,6 +59,9 @@ def job_options(fn):
                           "caption.batch_size=16 (stages: propose, caption, track, write)."),
         click.option("--detector-weights", help="RPN weights: a file, or 'default' for torchvision's cache."),
         click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box (default 0.5)."),
+        click.option("--max-objects", type=click.IntRange(min=1), help="Auto prompts: track up to K distinct objects per video (default 5)."),
+        click.option("--detect-every", type=click.IntRange(min=1), help="Look for objects that enter later every N frames (default: off)."),
+        click.option("--bidirectional", is_flag=True, default=None, help="Also track objects found after the first frame back to it (a second, reverse pass)."),
         click.option("--allow-mixed-settings", is_flag=True, default=None,
                      help="Add to an --output whose earlier runs used other settings (normally refused)."),
     ]
@@ -128,6 +131,9 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
             "caption_endpoint": kw.get("caption_endpoint"),
             "detector_weights": kw.get("detector_weights"),
             "min_objectness": kw.get("min_objectness"),
+            "max_objects": kw.get("max_objects"),
+            "detect_every": kw.get("detect_every"),
+            "bidirectional": kw.get("bidirectional"),
         },
         "resources": {k: v for k, v in resources.items() if v} or None,
     }
