@@ -52,6 +52,74 @@ def _median(values: list[float]) -> float | None:
     return float(statistics.median(vals)) if vals else None
 
 
+def _mask_rows(result: VideoResult, video_id: str, fr, frame_idx: int, height: int, width: int,
+               keep=lambda obj_id: True) -> None:
+    """masks/ rows of one tracked frame (``frame_idx`` in the original video's numbering)."""
+    for obj_id, mask, score in zip(fr.obj_ids, fr.masks, fr.scores):
+        if not keep(int(obj_id)):
+            continue
+        counts, area, bbox = rle.encode(mask)
+        result.masks.append(
+            {
+                "video_id": video_id,
+                "obj_id": int(obj_id),
+                "frame_idx": frame_idx,
+                "height": height,
+                "width": width,
+                "rle": counts,
+                "area": area,
+                "bbox": bbox,
+                "score": float(score) if area else 0.0,
+            }
+        )
+
+
+class _ObjectsOnSchedule:
+    """Detector for the reverse pass: each object starts on its own (reversed) first frame."""
+
+    def __init__(self, schedule: dict[int, list[ObjectPrompt]]):
+        self.schedule = schedule
+
+    def __call__(self, frame_idx, rgb, tracked, next_id) -> list[ObjectPrompt]:
+        return [o.model_copy() for o in self.schedule.get(frame_idx, [])]
+
+
+def _track_backward(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, late: list[ObjectPrompt],
+                    first_seen: dict[int, int], result: VideoResult) -> None:
+    """``--bidirectional``: track objects found after frame 0 back to frame 0.
+
+    The frames up to the latest such object's first frame are decoded again and
+    played in reverse as a forward stream, so the same streaming loop (and its
+    bounded memory bank) runs; each object is prompted on its own first frame
+    with its forward prompt and adds rows only before that frame. Those frames
+    are encoded a second time (counted in ``frames/``'s ``encoder_calls``) and
+    the decoded prefix is held in memory during this pass.
+    """
+    last = max(first_seen[o.obj_id] for o in late)
+    reader = FrameReader(task, cfg.storage_options, max_frames=last + 1)
+    prefix = [frame for _, frame in zip(range(last + 1), iter(reader))]
+    info = reader.info
+    schedule: dict[int, list[ObjectPrompt]] = {}
+    for o in late:
+        r = last - first_seen[o.obj_id]
+        schedule.setdefault(r, []).append(o.model_copy(update={"frame_idx": r}))
+    rows = {r["frame_idx"]: r for r in result.frames}
+    for fr in tracker.track(reversed(prefix), len(prefix), info.height, info.width, schedule.pop(0), task.text,
+                            detector=_ObjectsOnSchedule(schedule), detect_every=1):
+        t = last - fr.frame_idx
+        _mask_rows(result, task.video_id, fr, t, info.height, info.width, keep=lambda i: t < first_seen[i])
+        calls = fr.stats.get("encoder_calls") or 0
+        if t in rows:
+            rows[t]["encoder_calls"] = (rows[t]["encoder_calls"] or 0) + calls
+        else:
+            row = {"video_id": task.video_id, "frame_idx": t, "ms_total": fr.ms_total, "encoder_calls": calls,
+                   "memory_bank_bytes": fr.memory_bank_bytes, "memory_bytes": fr.memory_bytes}
+            rows[t] = row
+            result.frames.append(row)
+    for o in late:
+        first_seen[o.obj_id] = 0
+
+
 def object_row(task: VideoTask, obj: ObjectPrompt, cfg: JobConfig, predictor, first_frame_idx: int | None) -> dict:
     """The objects/ row of one tracked object (see ``fastsam2.schema.OBJECTS``)."""
     source = obj.source or task.prompt_source or "user"
@@ -96,21 +164,7 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
         objects.extend(fr.new_objects)
         for obj_id in fr.obj_ids:
             first_seen.setdefault(int(obj_id), fr.frame_idx)
-        for obj_id, mask, score in zip(fr.obj_ids, fr.masks, fr.scores):
-            counts, area, bbox = rle.encode(mask)
-            result.masks.append(
-                {
-                    "video_id": task.video_id,
-                    "obj_id": int(obj_id),
-                    "frame_idx": fr.frame_idx,
-                    "height": info.height,
-                    "width": info.width,
-                    "rle": counts,
-                    "area": area,
-                    "bbox": bbox,
-                    "score": float(score) if area else 0.0,
-                }
-            )
+        _mask_rows(result, task.video_id, fr, fr.frame_idx, info.height, info.width)
         row = {
             "video_id": task.video_id,
             "frame_idx": fr.frame_idx,
@@ -128,6 +182,13 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
         bank_per_frame.append(fr.frame_bank_bytes)
         if progress is not None:
             progress(fr.frame_idx + 1, info.num_frames)
+
+    if cfg.prompts.bidirectional:
+        late = [o for o in objects if first_seen.get(o.obj_id, 0) > 0]
+        if late:
+            _track_backward(task, tracker, cfg, late, first_seen, result)
+            result.masks.sort(key=lambda r: (r["frame_idx"], r["obj_id"]))
+            result.frames.sort(key=lambda r: r["frame_idx"])
 
     frames = result.frames
     # The first tracked (prompt) frame carries warm-up and prompt encoding; steady state is what matters.

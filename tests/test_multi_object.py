@@ -34,9 +34,12 @@ from fastsam2.tracking.factory import build_tracker
 from fastsam2.tracking.pruned_predictor import OBJECT_TEXT_KEY, PREDICTOR_TARGET, STATS_KEY, TEXT_KEY
 
 
+NUM_FRAMES = 7  # the fourth shape appears at frame 6
+
+
 @pytest.fixture(scope="module")
 def video():
-    return three_shapes_and_a_late_one(num_frames=8)
+    return three_shapes_and_a_late_one(num_frames=NUM_FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ class JitteredDuplicates:
 
 
 def test_distinct_objects_from_overlapping_proposals(video, masker):
-    frame = video.frames[7]
+    frame = video.frames[6]
     found = objects_on_frame(frame, JitteredDuplicates(GroundTruthProposer(video)), masker, MultiObjectSettings())
     truth = GroundTruthProposer(video).propose(frame)
     assert len(found) == len(truth) == 4  # the duplicates count once
@@ -84,14 +87,14 @@ def test_nms_and_mask_iou():
 
 
 def test_only_objects_overlapping_no_tracked_mask_are_new(video, masker):
-    frame = video.frames[7]
-    tracked = np.stack([video.masks[7] == k for k in (1, 2, 3)])
+    frame = video.frames[6]
+    tracked = np.stack([video.masks[6] == k for k in (1, 2, 3)])
     det = NewObjectDetector(GroundTruthProposer(video), masker, MultiObjectSettings(), new_object_iou=0.1)
-    new = det(7, frame, tracked, next_id=4)
+    new = det(6, frame, tracked, next_id=4)
     assert [o.obj_id for o in new] == [4]
-    ys, xs = np.nonzero(video.masks[7] == 4)
+    ys, xs = np.nonzero(video.masks[6] == 4)
     assert new[0].box == [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
-    assert new[0].frame_idx == 7 and new[0].source == "auto"
+    assert new[0].frame_idx == 6 and new[0].source == "auto"
 
 
 def _three_prompts(video, masker):
@@ -102,9 +105,10 @@ def _three_prompts(video, masker):
 
 def test_keep_one_with_three_objects_is_stock_sam2(video, masker, tmp_path):
     """Three auto prompts, each with its own phrase: masks and memory equal stock SAM2's bit for bit."""
-    prompts = _three_prompts(video, masker)
-    write_frames(video, tmp_path)
-    folder = str(tmp_path / "JPEGImages" / "480p" / video.name)
+    short = three_shapes_and_a_late_one(num_frames=4)
+    prompts = _three_prompts(short, masker)
+    write_frames(short, tmp_path)
+    folder = str(tmp_path / "JPEGImages" / "480p" / short.name)
 
     def run(target, texts):
         pred = build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
@@ -121,7 +125,7 @@ def test_keep_one_with_three_objects_is_stock_sam2(video, masker, tmp_path):
     stock_state, stock = run(STOCK_PREDICTOR, texts=False)
     ours_state, ours = run(PREDICTOR_TARGET, texts=True)
     assert ours_state[OBJECT_TEXT_KEY] == {1: "object number 1", 2: "object number 2", 3: "object number 3"}
-    assert stock.keys() == ours.keys() == set(range(8))
+    assert stock.keys() == ours.keys() == set(range(4))
     for f in stock:
         assert stock[f].shape[0] == 3
         assert torch.equal(stock[f], ours[f]), f"masks differ on frame {f}"
@@ -133,7 +137,7 @@ def test_keep_one_with_three_objects_is_stock_sam2(video, masker, tmp_path):
                 assert torch.equal(a[key][t]["maskmem_features"], b[key][t]["maskmem_features"]), (obj_idx, t)
                 assert torch.equal(a[key][t]["obj_ptr"], b[key][t]["obj_ptr"]), (obj_idx, t)
     # The image encoder ran once per frame, however many objects.
-    assert {f: s["encoder_calls"] for f, s in ours_state[STATS_KEY].items()} == {f: 1 for f in range(8)}
+    assert {f: s["encoder_calls"] for f, s in ours_state[STATS_KEY].items()} == {f: 1 for f in range(4)}
 
 
 def test_each_object_routes_on_its_own_phrase():
@@ -146,14 +150,16 @@ def test_each_object_routes_on_its_own_phrase():
     assert PrunedSAM2VideoPredictor._object_text(None, state, 0) == "video phrase"  # falls back to the video's
 
 
-def test_late_object_starts_on_its_own_frame(video, masker, tmp_path):
-    """Three objects from frame 0; the fourth (appearing at frame 6) is found by --detect-every 3."""
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
+def test_late_object_starts_on_its_own_frame(video, masker, tmp_path, bidirectional):
+    """Three objects from frame 0; the fourth (appearing at frame 6) is found by --detect-every 3;
+    with --bidirectional it is also tracked back to frame 0."""
     write_frames(video, tmp_path)
     task = discover([str(tmp_path / "JPEGImages" / "480p" / video.name)])[0]
     task.prompt_source = "auto"
     task.objects = _three_prompts(video, masker)
-    cfg = JobConfig(inputs=["x"], output=str(tmp_path / "out"), model={"random_weights": True, "image_size": 256, "device": "cpu"},
-                    pruning={"keep_ratio": 1.0}, prompts={"detect_every": 3})
+    cfg = JobConfig(inputs=["x"], output=str(tmp_path / "out"), model={"random_weights": True, "image_size": 128, "device": "cpu"},
+                    pruning={"keep_ratio": 1.0}, prompts={"detect_every": 3, "bidirectional": bidirectional})
     tracker = build_tracker(cfg)
     # Test double: the RPN's trained weights are not here, and random SAM2 masks cannot tell old
     # objects from new; this proposer reports only the shape that enters (what exclusion leaves).
@@ -163,11 +169,14 @@ def test_late_object_starts_on_its_own_frame(video, masker, tmp_path):
     frames_of = {}
     for row in res.masks:
         frames_of.setdefault(row["obj_id"], []).append(row["frame_idx"])
-    assert frames_of == {1: list(range(8)), 2: list(range(8)), 3: list(range(8)), 4: [6, 7]}
-    assert [f["encoder_calls"] for f in res.frames] == [1] * 8
+    every = list(range(NUM_FRAMES))
+    assert frames_of == {1: every, 2: every, 3: every, 4: every if bidirectional else [6]}
+    # One image-encoder run per frame for all objects; the reverse pass encodes frames 0..6 again.
+    assert [f["encoder_calls"] for f in res.frames] == [2 if bidirectional else 1] * NUM_FRAMES
     assert res.video["num_objects"] == 4 == len(res.objects)
     late = [o for o in res.objects if o["obj_id"] == 4][0]
-    assert late["first_frame_idx"] == late["prompt_frame_idx"] == 6 and late["prompt_source"] == "auto"
+    assert late["prompt_frame_idx"] == 6 and late["prompt_source"] == "auto"
+    assert late["first_frame_idx"] == (0 if bidirectional else 6)
     assert [o["first_frame_idx"] for o in res.objects[:3]] == [0, 0, 0]
 
     # objects/ goes through the same writer; a later failure removes it with the other rows.
