@@ -9,6 +9,7 @@ video and never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -65,8 +66,10 @@ class ProposeStage:
         self.proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device, download=True)
         self.masker = CoarseMasker(config_name=m.sam2_config, checkpoint=m.sam2_checkpoint,
                                    image_size=min(m.image_size, 1024), device=m.device, random_weights=m.random_weights)
+        self._scorer = None  # CLIP region-text scorer, for text-grounded selection
 
     def __call__(self, batch: dict) -> dict:
+        from fastsam2.prompts.grounding import select_by_text
         from fastsam2.prompts.multi import find_objects, found_to_prompts
         from fastsam2.sources import FrameReader
 
@@ -77,13 +80,39 @@ class ProposeStage:
                 continue
             try:
                 reader = FrameReader(task, self.cfg.storage_options, max_frames=self.cfg.max_frames)
-                frame_idx, _, found = find_objects(iter(reader), self.proposer, self.masker,
-                                                   multi_object_settings(self.cfg), max_frames=p.max_search_frames)
-                task.objects = found_to_prompts(found, frame_idx, first_id=1, text=task.text)
-                task.objectness = found[0].objectness
+                if task.text:  # the phrase picks the objects: score every candidate, keep the matches
+                    settings = dataclasses.replace(multi_object_settings(self.cfg), max_objects=3 * p.max_objects)
+                    frame_idx, frame, found = find_objects(iter(reader), self.proposer, self.masker, settings,
+                                                           max_frames=p.max_search_frames)
+                    picked = select_by_text(frame, found, task.text, self._text_scorer(), p.text_threshold,
+                                            p.max_objects)
+                    task.objects = found_to_prompts([g.obj for g in picked], frame_idx, 1, task.text, source="text")
+                    for obj, g in zip(task.objects, picked):
+                        obj.clip_score = g.clip_score
+                    task.prompt_source = "text"
+                else:
+                    frame_idx, _, found = find_objects(iter(reader), self.proposer, self.masker,
+                                                       multi_object_settings(self.cfg), max_frames=p.max_search_frames)
+                    task.objects = found_to_prompts(found, frame_idx, first_id=1)
+                task.objectness = task.objects[0].objectness
             except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
                 _fail(task, "propose", exc, self.cfg.run_id)
         return _rows(tasks)
+
+    def _text_scorer(self):
+        """The router's CLIP model, loaded on the first text-grounded video (one-line error without weights)."""
+        if self._scorer is None:
+            from fastsam2.models.clip import ClipWeightsUnavailable, load_clip
+            from fastsam2.prompts.grounding import RegionTextScorer
+
+            pr, m = self.cfg.pruning, self.cfg.model
+            try:
+                clip = load_clip(pr.clip_model, pr.clip_pretrained, random_weights=m.random_weights)
+            except ClipWeightsUnavailable as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ClipWeightsUnavailable(f"--text selects objects by CLIP, which is unavailable: {first_line}") from None
+            self._scorer = RegionTextScorer(clip)
+        return self._scorer
 
 
 def multi_object_settings(cfg: JobConfig):
