@@ -31,7 +31,7 @@ from fastsam2.schema import table_from_rows
 from fastsam2.sources import discover
 from fastsam2.synthetic import GroundTruthProposer, three_shapes_and_a_late_one, write_frames
 from fastsam2.tracking.factory import build_tracker
-from fastsam2.tracking.pruned_predictor import OBJECT_TEXT_KEY, PREDICTOR_TARGET, STATS_KEY, TEXT_KEY
+from fastsam2.tracking.pruned_predictor import OBJECT_TEXT_KEY, PREDICTOR_TARGET, STATS_KEY
 
 
 NUM_FRAMES = 8  # the fourth shape appears at frame 6; frame 7 follows it
@@ -139,6 +139,7 @@ def _three_prompts(video, masker):
     return found_to_prompts(found, idx, first_id=1)
 
 
+@pytest.mark.slow
 def test_keep_one_with_three_objects_is_stock_sam2(video, masker, tmp_path):
     """Three auto prompts, each with its own phrase: masks and memory equal stock SAM2's bit for bit."""
     short = three_shapes_and_a_late_one(num_frames=4)
@@ -176,16 +177,33 @@ def test_keep_one_with_three_objects_is_stock_sam2(video, masker, tmp_path):
     assert {f: s["encoder_calls"] for f, s in ours_state[STATS_KEY].items()} == {f: 1 for f in range(4)}
 
 
-def test_each_object_routes_on_its_own_phrase():
-    pred_cls = build_video_predictor.__globals__  # noqa: F841 - keep import-time cost out of this test
-    from fastsam2.tracking.pruned_predictor import PrunedSAM2VideoPredictor
+def test_each_object_routes_on_its_own_phrase(video, masker):
+    """Pruned (keep 0.5, tiny random CLIP): the router scores each object against its own phrase,
+    objects without one against the video's."""
+    from fastsam2.tracking.router import build_router
 
-    state = {TEXT_KEY: "video phrase", "obj_idx_to_id": {0: 1, 1: 2}}
-    PrunedSAM2VideoPredictor.set_object_text(None, state, 2, "  red dog ")
-    assert PrunedSAM2VideoPredictor._object_text(None, state, 1) == "red dog"
-    assert PrunedSAM2VideoPredictor._object_text(None, state, 0) == "video phrase"  # falls back to the video's
+    pred = build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
+                                 predictor_target=PREDICTOR_TARGET)
+    router = build_router("clip", "none", clip_model="fastsam2-tiny", clip_random_weights=True)
+    pred.configure_pruning(keep_ratio=0.5, router=router)
+    seen: list[tuple[int, str]] = []
+    real = router.semantic_map
+
+    def spy(cache, frame_idx, obj_key, tokens, text, *args):  # records, then runs the real router
+        seen.append((obj_key, text))
+        return real(cache, frame_idx, obj_key, tokens, text, *args)
+
+    router.semantic_map = spy
+    short = three_shapes_and_a_late_one(num_frames=3)
+    from fastsam2.tracking.streaming import StreamingTracker
+
+    prompts = [o.model_copy(update={"text": t}) for o, t in zip(_three_prompts(short, masker)[:2], ["red disc", None])]
+    results = list(StreamingTracker(pred).track(iter(short.frames), 3, 96, 128, prompts, text="video phrase"))
+    assert len(results) == 3 and results[1].stats["tokens_kept"] < results[1].stats["tokens_total"]
+    assert set(seen) == {(0, "red disc"), (1, "video phrase")}
 
 
+@pytest.mark.slow  # ~2 min each on 2 shared CPU cores
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
 def test_late_object_starts_on_its_own_frame(video, masker, tmp_path, bidirectional):
     """Three objects from frame 0; the fourth (appearing at frame 6) is found by --detect-every 3;
