@@ -136,6 +136,11 @@ def test_auto_prompts_through_ray_on_davis(ray_local, shared_data, tmp_path):
         assert v["caption_backend"] == "transformers" and v["random_weights"] is True
     masks = pq.read_table(out / "masks").to_pylist()
     assert len(masks) == sum(videos[s]["num_objects"] * (2 - videos[s]["prompt_frame_idx"]) for s in seqs)
+    objects = pq.read_table(out / "objects").to_pylist()
+    assert len(objects) == sum(v["num_objects"] for v in videos.values())
+    for o in objects:  # each object its own caption and phrase, from the batched caption call
+        assert o["caption"] and o["phrase"] and len(o["phrase"].split()) <= 6, o
+        assert o["caption_backend"] == "transformers" and o["prompt_source"] == "auto"
 
 
 def test_every_object_and_late_ones_through_ray_on_davis(ray_local, shared_data, tmp_path):
