@@ -232,7 +232,12 @@ class StreamingTracker:
                 bank = memory_bank_bytes(state, include_masks=False)
                 peak = max(peak, process_memory_bytes(device))
                 now = time.perf_counter()
-                stats = dict(state.get("fastsam2_stats", {}).pop(frame_idx, {}) or {})
+                per_frame = state.get("fastsam2_stats", {})
+                stats = dict(per_frame.pop(frame_idx, {}) or {})
+                for late in [t for t in per_frame if t < frame_idx]:  # e.g. a new object's memory, encoded on resume
+                    for key, value in per_frame.pop(late).items():
+                        if key.startswith("ms_") and isinstance(value, (int, float)):
+                            stats[key] = stats.get(key, 0.0) + value
                 yield FrameResult(
                     frame_idx=frame_idx,
                     obj_ids=list(obj_ids),
