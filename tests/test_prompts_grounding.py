@@ -53,3 +53,35 @@ def test_without_clip_weights_text_selection_fails_in_one_line(tmp_path):
         ProposeStage._text_scorer(stage)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("--text selects objects by CLIP, which is unavailable")
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 1.01], ids=["matches", "none-match"])
+def test_propose_stage_with_text_selects_by_clip(tmp_path, threshold):
+    """ProposeStage with --text: objects carry the phrase, source 'text' and their CLIP score, or the
+    video fails at propose with a named error. Proposals come from the ground-truth test double."""
+    from fastsam2.prompts.click import CoarseMasker
+    from fastsam2.sources import discover
+    from fastsam2.stages import _rows
+    from fastsam2.synthetic import GroundTruthProposer, write_frames
+
+    video = three_shapes_and_a_late_one(num_frames=2)
+    write_frames(video, tmp_path / "d")
+    task = discover([str(tmp_path / "d" / "JPEGImages" / "480p" / video.name)])[0]
+    task.prompt_source, task.text = "auto", "a red disc"
+    cfg = JobConfig(inputs=["x"], output=str(tmp_path / "o"), model={"random_weights": True, "image_size": 256},
+                    pruning={"clip_model": "fastsam2-tiny"}, prompts={"max_objects": 2, "text_threshold": threshold})
+    stage = ProposeStage.__new__(ProposeStage)  # models set by hand: the double instead of the RPN
+    stage.cfg, stage._scorer = cfg, None
+    stage.proposer = GroundTruthProposer(video)
+    stage.masker = CoarseMasker(config_name="sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True)
+    out = stage(_rows([task]))
+    from fastsam2.config import VideoTask
+
+    done = VideoTask.model_validate_json(str(out["task"][0]))
+    if threshold < 0:
+        assert done.error is None and done.prompt_source == "text"
+        assert [o.obj_id for o in done.objects] == [1, 2]  # top --max-objects of the three shapes
+        assert all(o.source == "text" and o.text == "a red disc" and o.clip_score is not None for o in done.objects)
+        assert done.objects[0].clip_score >= done.objects[1].clip_score
+    else:
+        assert done.error["stage"] == "propose" and done.error["error_type"] == "NoMatchingObject"
