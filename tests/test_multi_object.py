@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
+from fastsam2.config import JobConfig
 from fastsam2.labeling import label_video
 from fastsam2.models.detector import Proposal
 from fastsam2.models.sam2 import STOCK_PREDICTOR, build_video_predictor
