@@ -41,7 +41,7 @@ def print_summary(summary) -> None:
     )
     for err in summary.errors:
         console.print(f"  [red]error[/] {err}")
-    console.print(f"Results: {summary.output}/  (masks/, frames/, videos/, errors/ as Parquet)")
+    console.print(f"Results: {summary.output}/  (masks/, frames/, objects/, videos/, errors/ as Parquet)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -74,6 +74,9 @@ def job_options(fn):
                           "caption.batch_size=16 (stages: propose, caption, track, write)."),
         click.option("--detector-weights", help="RPN weights: a file, or 'default' for torchvision's cache."),
         click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box."),
+        click.option("--max-objects", type=click.IntRange(min=1), help="Auto prompts: track up to K distinct objects per video."),
+        click.option("--detect-every", type=click.IntRange(min=1), help="Look for objects that enter later every N frames (none: off)."),
+        click.option("--bidirectional", is_flag=True, default=None, help="Also track objects found after the first frame back to it (a second, reverse pass)."),
         click.option("--allow-mixed-settings", is_flag=True, default=None,
                      help="Add to an --output whose earlier runs used other settings (normally refused)."),
     ]
@@ -94,7 +97,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
                                     "encoder_sparsity", "encoder_refresh", "encoder_threshold")},
     "prompts": ("prompts", "mode"),
     **{k: ("prompts", k) for k in ("point", "box", "text", "caption_backend", "caption_model", "caption_endpoint",
-                                   "detector_weights", "min_objectness")},
+                                   "detector_weights", "min_objectness", "max_objects", "detect_every")},
     "track_gpus": ("resources", "track", "num_gpus"), "track_actors": ("resources", "track", "max_actors"),
 }  # fmt: skip
 
@@ -206,6 +209,9 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
             "caption_endpoint": kw.get("caption_endpoint"),
             "detector_weights": kw.get("detector_weights"),
             "min_objectness": kw.get("min_objectness"),
+            "max_objects": kw.get("max_objects"),
+            "detect_every": kw.get("detect_every"),
+            "bidirectional": kw.get("bidirectional"),
         },
         "resources": {k: v for k, v in resources.items() if v} or None,
     }

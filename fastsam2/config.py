@@ -16,12 +16,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 
 class ObjectPrompt(BaseModel):
-    """A first-frame prompt for one object: a click, a box, or both."""
+    """The prompt of one object: a click, a box, or both, on the frame it starts on.
+
+    Auto prompts also carry where they came from (one ``objects/`` row each):
+    the proposal's objectness, the caption and its phrase (the object's own
+    router text), and the CLIP region-text score when a phrase selected it.
+    """
 
     obj_id: int = 1
     point: list[float] | None = None  # x, y in pixels
     box: list[float] | None = None  # x0, y0, x1, y1 in pixels
     frame_idx: int = 0
+    objectness: float | None = None
+    caption: str | None = None
+    text: str | None = None  # this object's phrase (router text relevance)
+    clip_score: float | None = None
+    source: Literal["user", "auto", "text"] | None = None
 
 
 class VideoTask(BaseModel):
@@ -34,7 +44,7 @@ class VideoTask(BaseModel):
     source_id: str | None = None
     objects: list[ObjectPrompt] = Field(default_factory=list)
     text: str | None = None
-    prompt_source: Literal["user", "auto"] | None = None
+    prompt_source: Literal["user", "auto", "text"] | None = None
     # Filled by the auto-prompt stages.
     caption: str | None = None
     objectness: float | None = None
@@ -158,6 +168,32 @@ class PromptConfig(BaseModel):
     caption_engine: dict = Field(default_factory=dict)
     # Ray accelerator type for the vLLM engine actors (e.g. "A10G", "L4"); None: any GPU.
     caption_accelerator_type: str | None = None
+    # Several objects per video (see fastsam2.prompts.multi).
+    max_objects: int = 5
+    nms_iou: float = 0.5  # class-agnostic box NMS between proposals
+    dedup_mask_iou: float = 0.7  # proposals whose coarse SAM2 masks overlap this much count once
+    # Re-run proposals every N tracked frames; a proposal overlapping no tracked mask
+    # (IoU below new_object_iou) starts a new object there. None: off.
+    detect_every: int | None = None
+    new_object_iou: float = 0.1
+    # Track objects found after the first frame back to it (a second, reverse pass).
+    bidirectional: bool = False
+    # Text-grounded selection (--prompts auto --text): lowest CLIP region-text similarity kept.
+    text_threshold: float = 0.2
+
+    @field_validator("max_objects")
+    @classmethod
+    def _positive_objects(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("max_objects must be at least 1")
+        return v
+
+    @field_validator("detect_every")
+    @classmethod
+    def _positive_interval(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("detect_every must be at least 1 (leave it out to detect on the first frame only)")
+        return v
 
 
 class JobConfig(BaseModel):

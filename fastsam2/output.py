@@ -1,6 +1,6 @@
 """Write one video's tables to the run's output root, atomically and idempotently.
 
-Order matters: ``masks/`` and ``frames/`` first, then any ``errors/`` file of an
+Order matters: ``masks/``, ``frames/`` and ``objects/`` first, then any ``errors/`` file of an
 earlier failure is removed, ``videos/`` last. A video counts as done only once its
 ``videos/`` file exists, so a crash between the writes leaves a video that the
 next run redoes (overwriting the same file names: no duplicates). A failure
@@ -21,6 +21,10 @@ from fastsam2.video_ids import is_safe_id
 log = logging.getLogger(__name__)
 
 
+#: Per-video tables written before the videos/ done marker (and removed when the video fails).
+ROWS_BEFORE_DONE = ("masks", "frames", "objects")
+
+
 class UnsafeOutputPath(ValueError):
     """A video id that would write outside the output root (never produced by our id function)."""
 
@@ -38,8 +42,8 @@ def table_uri(root: str, table: str, video_id: str) -> str:
 
 
 def _discard_rows(root: str, video_id: str, storage_options: dict[str, Any] | None) -> None:
-    """Remove masks/ and frames/ rows of a video that is not done, so readers never count them."""
-    for name in ("masks", "frames"):
+    """Remove masks/, frames/ and objects/ rows of a video that is not done, so readers never count them."""
+    for name in ROWS_BEFORE_DONE:
         try:
             delete_if_exists(table_uri(root, name, video_id), storage_options)
         except Exception as exc:  # noqa: BLE001 - best effort on a failure path; the original error wins
@@ -54,7 +58,7 @@ def write_video(root: str, video_id: str, tables: dict[str, pa.Table], storage_o
     """
     if "errors" in tables:
         # Rows of an earlier attempt that crashed before videos/ must not outlive this failure.
-        for name in ("masks", "frames"):
+        for name in ROWS_BEFORE_DONE:
             delete_if_exists(table_uri(root, name, video_id), storage_options)
         write_parquet_atomic(tables["errors"], table_uri(root, "errors", video_id), storage_options)
         return
@@ -62,6 +66,8 @@ def write_video(root: str, video_id: str, tables: dict[str, pa.Table], storage_o
     try:
         write_parquet_atomic(tables["masks"], masks_uri, storage_options)
         write_parquet_atomic(tables["frames"], table_uri(root, "frames", video_id), storage_options)
+        if "objects" in tables:
+            write_parquet_atomic(tables["objects"], table_uri(root, "objects", video_id), storage_options)
         delete_if_exists(table_uri(root, "errors", video_id), storage_options)  # before the done marker
         write_parquet_atomic(tables["videos"], table_uri(root, "videos", video_id), storage_options)
     except BaseException:

@@ -43,6 +43,9 @@ def settings_of(cfg: JobConfig) -> dict[str, Any]:
         "text": q.text,
         "caption_backend": q.caption_backend,
         "caption_model": q.caption_model,
+        "max_objects": q.max_objects,
+        "detect_every": q.detect_every,
+        "bidirectional": q.bidirectional,
         "max_frames": cfg.max_frames,
     }
 

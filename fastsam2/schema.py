@@ -6,6 +6,8 @@ written atomically, plus the run settings file (:mod:`fastsam2.run_settings`):
 
 - ``masks/``  one row per (video, object, frame): COCO RLE and box.
 - ``frames/`` one row per frame: per-component timings, tokens kept, memory.
+- ``objects/`` one row per (video, object): where it starts, its prompt and where
+  that came from (user / auto / text), its caption and phrase.
 - ``videos/`` one row per finished video: prompts, model, efficiency stats.
   Written last, so its presence marks the video as done.
 - ``errors/`` one row per failed video.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-TABLES = ("masks", "frames", "videos", "errors")
+TABLES = ("masks", "frames", "objects", "videos", "errors")
 
 MASKS = pa.schema(
     [
@@ -51,6 +53,31 @@ FRAMES = pa.schema(
         ("memory_bank_bytes", pa.int64()),
         # CUDA peak allocated on GPU, process RSS on CPU.
         ("memory_bytes", pa.int64()),
+        # Image-encoder runs on this frame; 1 however many objects share the features.
+        ("encoder_calls", pa.int32()),
+    ]
+)
+
+OBJECTS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("obj_id", pa.int32()),
+        # First frame the object has masks on (its prompt frame; earlier with --bidirectional).
+        ("first_frame_idx", pa.int32()),
+        ("prompt_frame_idx", pa.int32()),
+        ("box", pa.list_(pa.float32())),  # x0, y0, x1, y1 of the prompt box
+        ("point", pa.list_(pa.float32())),  # x, y of the click
+        ("objectness", pa.float32()),  # RPN objectness of an auto box
+        ("caption", pa.string()),
+        ("phrase", pa.string()),  # <= 6 words; the object's router text
+        ("clip_score", pa.float32()),  # CLIP region-text similarity when a phrase selected it
+        ("prompt_source", pa.string()),  # "user" | "auto" | "text"
+        ("caption_backend", pa.string()),
+        ("caption_model", pa.string()),
+        ("detector_model", pa.string()),
+        ("model", pa.string()),  # SAM2 config that tracked it
+        ("random_weights", pa.bool_()),
+        ("run_id", pa.string()),
     ]
 )
 
@@ -64,7 +91,7 @@ VIDEOS = pa.schema(
         ("num_frames", pa.int32()),
         ("height", pa.int32()),
         ("width", pa.int32()),
-        ("num_objects", pa.int32()),
+        ("num_objects", pa.int32()),  # objects tracked (= rows in objects/), late ones included
         # Prompt: where it came from and what it was.
         ("prompt_source", pa.string()),  # "user" | "auto"
         ("point", pa.list_(pa.float32())),  # x, y of the first object's click
@@ -111,6 +138,7 @@ ERRORS = pa.schema(
 SCHEMAS: dict[str, pa.Schema] = {
     "masks": MASKS,
     "frames": FRAMES,
+    "objects": OBJECTS,
     "videos": VIDEOS,
     "errors": ERRORS,
 }

@@ -9,6 +9,7 @@ video and never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -43,12 +44,17 @@ def _fail(task: VideoTask, stage: str, exc: BaseException, run_id: str) -> None:
     task.error = row
 
 
-def _rows(tasks: list[VideoTask], regions: list[bytes | None] | None = None) -> dict:
-    """A batch of rows; ``regions`` adds the ``region_jpeg`` column (the caption stage's input)."""
+def _rows(tasks: list[VideoTask], regions: list[bytes | None] | None = None,
+          crops: list[list[bytes] | None] | None = None) -> dict:
+    """A batch of rows; ``regions`` adds the ``region_jpeg`` column (the first object's crop, what
+    the served caption stage reads), ``crops`` the ``region_jpegs`` column (every object's crop,
+    what the in-actor caption stage reads)."""
     out = {"video_id": np.array([t.video_id for t in tasks], dtype=object),
            "task": np.array([t.model_dump_json() for t in tasks], dtype=object)}
     if regions is not None:
         out["region_jpeg"] = np.array(regions, dtype=object)
+    if crops is not None:
+        out["region_jpegs"] = np.array([list(c) if c else None for c in crops], dtype=object)
     return out
 
 
@@ -76,36 +82,73 @@ class ProposeStage:
         self.proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device, download=True)
         self.masker = CoarseMasker(config_name=m.sam2_config, checkpoint=m.sam2_checkpoint,
                                    image_size=min(m.image_size, 1024), device=m.device, random_weights=m.random_weights)
+        self._scorer = None  # CLIP region-text scorer, for text-grounded selection
 
     def __call__(self, batch: dict) -> dict:
-        from fastsam2.config import ObjectPrompt
-        from fastsam2.prompts.auto import make_auto_prompt
+        from fastsam2.prompts.grounding import select_by_text
+        from fastsam2.prompts.multi import find_objects, found_to_prompts
         from fastsam2.sources import FrameReader
 
         from fastsam2.prompts.caption import region_jpeg
         from fastsam2.prompts.region import region_image
 
         tasks = _tasks(batch)
-        regions: list[bytes | None] = [None] * len(tasks)
+        regions: list[bytes | None] = [None] * len(tasks)  # first object's crop (the served caption stage's input)
+        crops: list[list[bytes] | None] = [None] * len(tasks)  # every object's crop
         p = self.cfg.prompts
         for i, task in enumerate(tasks):
             if task.error or task.prompt_source != "auto":
                 continue
             try:
                 reader = FrameReader(task, self.cfg.storage_options, max_frames=self.cfg.max_frames)
-                ap = make_auto_prompt(iter(reader), proposer=self.proposer, masker=self.masker,
-                                      user_text=task.text, max_frames=p.max_search_frames,
-                                      threshold=p.min_objectness, with_caption=False)
-                task.objects = [ObjectPrompt(obj_id=1, point=list(ap.point), box=list(ap.box), frame_idx=ap.frame_idx)]
-                task.objectness = ap.objectness
+                if task.text:  # the phrase picks the objects: score every candidate, keep the matches
+                    settings = dataclasses.replace(multi_object_settings(self.cfg), max_objects=3 * p.max_objects)
+                    frame_idx, frame, found = find_objects(iter(reader), self.proposer, self.masker, settings,
+                                                           max_frames=p.max_search_frames)
+                    picked = select_by_text(frame, found, task.text, self._text_scorer(), p.text_threshold,
+                                            p.max_objects)
+                    task.objects = found_to_prompts([g.obj for g in picked], frame_idx, 1, task.text, source="text")
+                    for obj, g in zip(task.objects, picked):
+                        obj.clip_score = g.clip_score
+                    task.prompt_source = "text"
+                else:
+                    frame_idx, frame, found = find_objects(iter(reader), self.proposer, self.masker,
+                                                           multi_object_settings(self.cfg), max_frames=p.max_search_frames)
+                    task.objects = found_to_prompts(found, frame_idx, first_id=1)
+                task.objectness = task.objects[0].objectness
                 if needs_caption(task, self.cfg):
-                    # The region travels with the row as a small JPEG: the caption stage
-                    # (other actors, other GPUs) never decodes the video.
-                    regions[i] = region_jpeg(region_image(ap.frame, ap.box, "crop"))
+                    # Each object's region travels with the row as a small JPEG: the caption
+                    # stage (other actors, other GPUs) never decodes the video.
+                    crops[i] = [region_jpeg(region_image(frame, o.box, "crop")) for o in task.objects]
+                    regions[i] = crops[i][0]
             except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
                 _fail(task, "propose", exc, self.cfg.run_id)
         report(self.cfg.run_id, "propose", len(tasks))
-        return _rows(tasks, regions)
+        return _rows(tasks, regions, crops)
+
+    def _text_scorer(self):
+        """The router's CLIP model, loaded on the first text-grounded video (one-line error without weights)."""
+        if self._scorer is None:
+            from fastsam2.models.clip import ClipWeightsUnavailable, load_clip
+            from fastsam2.prompts.grounding import RegionTextScorer
+
+            pr, m = self.cfg.pruning, self.cfg.model
+            try:
+                clip = load_clip(pr.clip_model, pr.clip_pretrained, random_weights=m.random_weights)
+            except ClipWeightsUnavailable as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ClipWeightsUnavailable(f"--text selects objects by CLIP, which is unavailable: {first_line}") from None
+            self._scorer = RegionTextScorer(clip)
+        return self._scorer
+
+
+def multi_object_settings(cfg: JobConfig):
+    """The proposal-selection settings of a job (one home for the mapping)."""
+    from fastsam2.prompts.multi import MultiObjectSettings
+
+    p = cfg.prompts
+    return MultiObjectSettings(max_objects=p.max_objects, threshold=p.min_objectness,
+                               nms_iou=p.nms_iou, dedup_mask_iou=p.dedup_mask_iou)
 
 
 class CaptionStage:
@@ -130,18 +173,19 @@ class CaptionStage:
 
     def __call__(self, batch: dict) -> dict:
         from fastsam2.prompts.caption import jpeg_to_array
-        from fastsam2.prompts.refine import refine_caption
 
         tasks = _tasks(batch)
-        jpegs = batch.get("region_jpeg")
-        todo, regions = [], []
+        jpegs = batch.get("region_jpegs")
+        todo, regions, owners = [], [], []  # one region per object: all objects of the batch in one call
         for i, task in enumerate(tasks):
             if not needs_caption(task, self.cfg):
                 continue
             try:
-                if jpegs is None or jpegs[i] is None:
-                    raise ValueError("the propose stage sent no region image for this video")
-                regions.append(jpeg_to_array(jpegs[i]))
+                crops = None if jpegs is None else jpegs[i]
+                if crops is None or len(crops) != len(task.objects):
+                    raise ValueError("the propose stage sent no region image for this video's objects")
+                regions.extend(jpeg_to_array(c) for c in crops)
+                owners.extend(task.objects)
                 todo.append(task)
             except Exception as exc:  # noqa: BLE001
                 _fail(task, "caption", exc, self.cfg.run_id)
@@ -152,9 +196,12 @@ class CaptionStage:
                 for task in todo:
                     _fail(task, "caption", exc, self.cfg.run_id)
                 return _rows(tasks)
-            for task, caption in zip(todo, captions):
-                task.caption = caption
-                task.text = refine_caption(caption)
+            from fastsam2.prompts.multi import apply_captions
+
+            apply_captions(owners, captions)
+            for task in todo:
+                first = task.objects[0]
+                task.caption, task.text = first.caption, first.text  # videos/ keeps the first object's
                 task.caption_backend = self.captioner.backend
                 task.caption_model = self.captioner.model
         report(self.cfg.run_id, "caption", len(tasks))
@@ -170,6 +217,24 @@ class TrackStage:
         self.cfg = JobConfig.model_validate_json(config_json)
         _set_threads(self.cfg, "track")
         self.tracker = build_tracker(self.cfg)
+        self.detector = self._new_object_detector() if self.cfg.prompts.detect_every else None
+
+    def _new_object_detector(self):
+        """Proposer, coarse masker (sharing the tracker's SAM2) and captioner for objects that enter later."""
+        from fastsam2.models.detector import ProposalModel
+        from fastsam2.prompts.caption import make_captioner
+        from fastsam2.prompts.click import CoarseMasker
+        from fastsam2.prompts.multi import NewObjectDetector
+
+        m, p = self.cfg.model, self.cfg.prompts
+        weights = None if m.random_weights else (p.detector_weights or "default")
+        proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device, download=True)
+        masker = CoarseMasker(self.tracker.predictor)
+        captioner = None
+        if p.caption_backend != "none" and not p.text:
+            captioner = make_captioner(p.caption_backend, p.caption_model, p.caption_endpoint,
+                                       random_weights=m.random_weights, device=m.device)
+        return NewObjectDetector(proposer, masker, multi_object_settings(self.cfg), p.new_object_iou, captioner)
 
     def _fault_hook(self, task: VideoTask):
         """Test-only fault injection: kill this actor's process mid-video, once per marker file.
@@ -195,10 +260,12 @@ class TrackStage:
     def _label(self, task: VideoTask) -> tuple[dict, str]:
         """Track one video; any failure becomes its errors/ row."""
         try:
-            res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task))
+            detector = self.detector.for_video(task) if self.detector is not None else None
+            res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task), detector=detector)
             tables = {
                 "masks": table_from_rows("masks", res.masks),
                 "frames": table_from_rows("frames", res.frames),
+                "objects": table_from_rows("objects", res.objects),
                 "videos": table_from_rows("videos", [res.video]),
             }
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job

@@ -43,8 +43,14 @@ def make_video(
     width: int = 160,
     num_objects: int = 1,
     seed: int = 0,
+    appear_at: dict[int, int] | None = None,
 ) -> SyntheticVideo:
-    """A deterministic video of ``num_objects`` shapes moving on a noisy gradient."""
+    """A deterministic video of ``num_objects`` shapes moving on a noisy gradient.
+
+    ``appear_at`` maps an object number (1-based, its label value) to the first
+    frame it is drawn on: objects that enter mid-video.
+    """
+    appear_at = appear_at or {}
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     background = np.stack(
@@ -64,13 +70,14 @@ def make_video(
             }
         )
     frames, masks = [], []
-    for _ in range(num_frames):
+    for t in range(num_frames):
         img = background.copy()
         label = np.zeros((height, width), dtype=np.uint8)
         for k, o in enumerate(objs, start=1):
             m = _shape_mask(o["shape"], o["pos"][0], o["pos"][1], o["r"], height, width)
-            img[m] = o["color"]
-            label[m] = k
+            if t >= appear_at.get(k, 0):  # later objects are drawn over earlier ones
+                img[m] = o["color"]
+                label[m] = k
             o["pos"] = o["pos"] + o["vel"]
             for axis, size in ((0, width), (1, height)):
                 if not o["r"] <= o["pos"][axis] <= size - o["r"]:
@@ -79,6 +86,44 @@ def make_video(
         frames.append(np.clip(img, 0, 255).astype(np.uint8))
         masks.append(label)
     return SyntheticVideo(name=name, frames=frames, masks=masks)
+
+
+def three_shapes_and_a_late_one(name: str = "late", num_frames: int = 10, height: int = 96, width: int = 128,
+                                seed: int = 3) -> SyntheticVideo:
+    """Three moving shapes from frame 0 and a fourth that appears at frame 6."""
+    return make_video(name, num_frames=num_frames, height=height, width=width, num_objects=4, seed=seed,
+                      appear_at={4: 6})
+
+
+class GroundTruthProposer:
+    """TEST DOUBLE behind the proposer interface: proposes the exact boxes of the synthetic
+    shapes visible on a frame (objectness 0.99), read from the video's ground truth.
+
+    Random-weight RPNs propose nothing meaningful; tests that need proposals that
+    hit the shapes use this instead. The frame is matched to the nearest frame of
+    ``video`` (exact for in-memory frames, nearest for decoded ones). ``only``
+    restricts the objects it reports (label values).
+    """
+
+    name = "ground-truth-proposer (test double)"
+    random_weights = False
+
+    def __init__(self, video: SyntheticVideo, only: set[int] | None = None) -> None:
+        self.video = video
+        self.only = only
+
+    def propose(self, frame: np.ndarray):
+        from fastsam2.models.detector import Proposal
+
+        diffs = [np.abs(f.astype(np.int16) - frame.astype(np.int16)).mean() for f in self.video.frames]
+        label = self.video.masks[int(np.argmin(diffs))]
+        out = []
+        for k in sorted(int(v) for v in np.unique(label) if v):
+            if self.only is not None and k not in self.only:
+                continue
+            ys, xs = np.nonzero(label == k)
+            out.append(Proposal((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), 0.99))
+        return out
 
 
 def first_frame_prompts(video: SyntheticVideo) -> list[dict]:

@@ -135,7 +135,48 @@ def test_auto_prompts_through_ray_on_davis(ray_local, shared_data, tmp_path):
         assert v["caption"] and v["text"] and len(v["text"].split()) <= 6
         assert v["caption_backend"] == "transformers" and v["random_weights"] is True
     masks = pq.read_table(out / "masks").to_pylist()
-    assert len(masks) == sum(2 - videos[s]["prompt_frame_idx"] for s in seqs)
+    assert len(masks) == sum(videos[s]["num_objects"] * (2 - videos[s]["prompt_frame_idx"]) for s in seqs)
+    objects = pq.read_table(out / "objects").to_pylist()
+    assert len(objects) == sum(v["num_objects"] for v in videos.values())
+    for o in objects:  # each object its own caption and phrase, from the batched caption call
+        assert o["caption"] and o["phrase"] and len(o["phrase"].split()) <= 6, o
+        assert o["caption_backend"] == "transformers" and o["prompt_source"] == "auto"
+
+
+def test_every_object_and_late_ones_through_ray_on_davis(ray_local, shared_data, tmp_path):
+    """--max-objects 3 --detect-every 4: each video ends ok or with a named error, and objects/
+    agrees with masks/ (ids, first frames, no rows before an object's first frame)."""
+    frames_root = shared_data / "davis2016-val" / "JPEGImages" / "480p"
+    seqs = sorted(p.name for p in frames_root.iterdir() if p.is_dir())
+    out = tmp_path / "multi"
+    result = CliRunner().invoke(main, ["run", str(shared_data / "davis2016-val"), "-o", str(out), "--random-weights",
+                                       "--prompts", "auto", "--image-size", "256", "--device", "cpu",
+                                       "--max-frames", "6", "--max-objects", "3", "--detect-every", "4",
+                                       "--caption-backend", "none"])
+    assert result.exit_code in (0, EXIT_VIDEOS_FAILED), result.output
+    videos = {r["video_id"]: r for r in read_table(str(out), "videos").to_pylist()}
+    errors = {r["video_id"]: r for r in read_table(str(out), "errors").to_pylist()}
+    assert sorted(set(videos) | set(errors)) == seqs and not set(videos) & set(errors)
+    for e in errors.values():
+        assert e["stage"] and e["error_type"] and e["message"]
+    assert videos, result.output
+    objects = read_table(str(out), "objects").to_pylist()
+    masks = read_table(str(out), "masks").to_pylist()
+    for vid, v in videos.items():
+        objs = {o["obj_id"]: o for o in objects if o["video_id"] == vid}
+        rows = [m for m in masks if m["video_id"] == vid]
+        assert len(objs) == v["num_objects"] >= 1
+        assert {m["obj_id"] for m in rows} == set(objs)
+        first = [o for o in objs.values() if o["prompt_frame_idx"] == v["prompt_frame_idx"]]
+        assert 1 <= len(first) <= 3  # --max-objects on the first frame
+        for obj_id, o in objs.items():
+            frames = sorted(m["frame_idx"] for m in rows if m["obj_id"] == obj_id)
+            assert frames == list(range(o["first_frame_idx"], 6)), (vid, obj_id)
+            assert o["prompt_source"] == "auto" and o["random_weights"] is True
+            if o["prompt_frame_idx"] != v["prompt_frame_idx"]:  # found later, on a detection frame
+                assert (o["prompt_frame_idx"] - v["prompt_frame_idx"]) % 4 == 0
+    for f in read_table(str(out), "frames").to_pylist():
+        assert f["encoder_calls"] == 1
 
 
 def test_demo_labels_its_samples_and_scores_them(ray_local, tmp_path):

@@ -125,6 +125,21 @@ class CoarseMasker:
             self.predictor.reset_predictor()
         return np.asarray(masks[0]) > 0
 
+    def masks(self, frame: np.ndarray, boxes: Sequence[Sequence[float]]) -> list[np.ndarray]:
+        """One HxW bool mask per box; the frame is encoded once for all of them."""
+        import torch
+
+        out: list[np.ndarray] = []
+        if not len(boxes):
+            return out
+        with torch.inference_mode():
+            self.predictor.set_image(np.ascontiguousarray(frame))
+            for box in boxes:
+                masks, _, _ = self.predictor.predict(box=np.asarray(box, dtype=np.float32), multimask_output=False)
+                out.append(np.asarray(masks[0]) > 0)
+            self.predictor.reset_predictor()
+        return out
+
     def click(self, frame: np.ndarray, box: Sequence[float]) -> Click:
         """The representative click of the coarse mask, clipped to ``box``."""
         return representative_click(self.mask(frame, box), box)

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 STATS_KEY = "fastsam2_stats"  # {frame_idx: {"ms_<component>": float, "tokens_kept": int, ...}}
 ROUTER_CACHE_KEY = "fastsam2_router"  # per-video router cache (uncertainty, keyframe semantics)
 TEXT_KEY = "fastsam2_text"  # the video's text phrase (or None)
+OBJECT_TEXT_KEY = "fastsam2_object_text"  # {obj_id: phrase}: an object's own text, over the video's
 #: Key added to per-frame output dicts: flat indices of the stored memory tokens (None = dense).
 
 PREDICTOR_TARGET = "fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor"
@@ -219,6 +220,22 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self.sparse_encoder = SparseHieraEncoder(self.image_encoder, config) if active else None
         return self
 
+    def set_object_text(self, inference_state: dict[str, Any], obj_id: int, text: str | None) -> None:
+        """Give one object its own phrase (its router text relevance); None falls back to the video's."""
+        texts = inference_state.setdefault(OBJECT_TEXT_KEY, {})
+        if isinstance(text, str) and text.strip():
+            texts[obj_id] = text.strip()
+        else:
+            texts.pop(obj_id, None)
+
+    def _object_text(self, state: dict[str, Any], obj_idx: int | None) -> str | None:
+        texts = state.get(OBJECT_TEXT_KEY) or {}
+        if obj_idx is not None and texts:
+            obj_id = state.get("obj_idx_to_id", {}).get(obj_idx)
+            if texts.get(obj_id):
+                return texts[obj_id]
+        return state.get(TEXT_KEY)
+
     @property
     def pruning_active(self) -> bool:
         return self.router is not None and (self.keep_ratio < 1.0 or self.subset_at_full_keep)
@@ -289,6 +306,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             return super()._get_image_feature(inference_state, frame_idx, batch_size)
         ctx = _FrameCtx(inference_state, frame_idx)
         self._taps = None
+        stats = self._frame_stats(inference_state, frame_idx)
+        stats["encoder_calls"] = stats.get("encoder_calls", 0) + 1  # shared by all objects: must stay 1
         self._encoding = ctx
         try:
             with self._timed("image_encoder", ctx):
@@ -460,8 +479,9 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             cached = state.get("cached_features", {}).get(frame_idx)
             return cached[0] if cached is not None else None
 
+        text = self._object_text(state, ctx.obj_idx if ctx else None)
         sem = router.semantic_map(
-            cache, frame_idx, ctx.obj_idx if ctx else None, tokens, state.get(TEXT_KEY), image, grid,
+            cache, frame_idx, ctx.obj_idx if ctx else None, tokens, text, image, grid,
             prior.any(0, keepdim=True) if prior is not None else None,
         )
         scores = router.score(

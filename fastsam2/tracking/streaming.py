@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ class StreamedFrames:
         self._image_size = image_size
         self._next = 0
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.rgb: tuple[int, np.ndarray] | None = None  # (index, RGB) of the newest frame, for detection
 
     def __len__(self) -> int:
         return self._num_frames
@@ -71,6 +72,7 @@ class StreamedFrames:
             except StopIteration:
                 raise IndexError(f"video ended at frame {self._next}, expected {self._num_frames}") from None
             tensor = preprocess_frame(rgb, self._image_size)
+            self.rgb = (self._next, rgb)
             self._next += 1
         self._cache = OrderedDict({idx: tensor})
         return tensor
@@ -89,6 +91,12 @@ class FrameResult:
     memory_bank_bytes: int = 0
     frame_bank_bytes: int = 0  # what this frame added to the bank (all objects)
     memory_bytes: int = 0  # CUDA peak allocated, or process RSS on CPU
+    new_objects: list[ObjectPrompt] = field(default_factory=list)  # objects that start on this frame
+
+
+#: ``detector(frame_idx, rgb, tracked_masks [N, H, W] bool, next_obj_id) -> new object prompts``:
+#: finds objects that overlap no tracked mask (see fastsam2.prompts.multi.new_objects).
+Detector = Callable[[int, np.ndarray, np.ndarray, int], list[ObjectPrompt]]
 
 
 def validate_prompts(objects: list[ObjectPrompt], height: int, width: int, num_frames: int | None = None) -> None:
@@ -170,8 +178,19 @@ class StreamingTracker:
         width: int,
         objects: list[ObjectPrompt],
         text: str | None = None,
+        detector: Detector | None = None,
+        detect_every: int | None = None,
     ) -> Iterator[FrameResult]:
-        """Yield one :class:`FrameResult` per frame, in order, from the prompt frame on."""
+        """Yield one :class:`FrameResult` per frame, in order, from the prompt frame on.
+
+        Each object's own ``text`` (if any) is its router phrase, over the video's
+        ``text``. With ``detector`` and ``detect_every``, every ``detect_every``-th
+        frame after the first is searched for objects that overlap no tracked
+        mask; each new one is added on that frame with a new id (sam2 accepts new
+        ids after tracking has started) and tracked from there on. Frames are still
+        read once and encoded once: the new object's prompt uses the frame's cached
+        features, and propagation resumes on the next frame.
+        """
         validate_prompts(objects, height, width, num_frames)
         start = objects[0].frame_idx
         p = self.predictor
@@ -184,34 +203,66 @@ class StreamingTracker:
         if hasattr(p, "set_video_text"):
             p.set_video_text(state, text)
         for obj in objects:
-            points = labels = None
-            if obj.point is not None:
-                points = np.array([obj.point], dtype=np.float32)
-                labels = np.array([1], dtype=np.int32)
-            box = np.array(obj.box, dtype=np.float32) if obj.box is not None else None
-            p.add_new_points_or_box(state, frame_idx=start, obj_id=obj.obj_id, points=points, labels=labels, box=box)
+            self._add_object(state, start, obj)
+        next_id = max(o.obj_id for o in objects) + 1
         peak = 0
-        for frame_idx, obj_ids, logits in p.propagate_in_video(state):
-            probs = torch.sigmoid(logits[:, 0].float())
-            masks = logits[:, 0] > 0.0
-            scores = _scores(probs, masks)
-            masks_np = masks.cpu().numpy()
-            frame_bytes = frame_entry_bytes(state, frame_idx)
-            if self.bounded_memory:
-                evict_unreachable(p, state, frame_idx)
-            bank = memory_bank_bytes(state, include_masks=False)
-            peak = max(peak, process_memory_bytes(device))
-            now = time.perf_counter()
-            stats = dict(state.get("fastsam2_stats", {}).pop(frame_idx, {}) or {})
-            yield FrameResult(
-                frame_idx=frame_idx,
-                obj_ids=list(obj_ids),
-                masks=masks_np,
-                scores=scores,
-                ms_total=(now - t0) * 1000.0,
-                stats=stats,
-                memory_bank_bytes=bank,
-                frame_bank_bytes=frame_bytes,
-                memory_bytes=peak,
-            )
-            t0 = time.perf_counter()  # time spent by the consumer is not the tracker's
+        resume_at: int | None = start
+        while resume_at is not None:
+            frames_iter = p.propagate_in_video(state, start_frame_idx=resume_at)
+            resume_at = None
+            for frame_idx, obj_ids, logits in frames_iter:
+                new: list[ObjectPrompt] = []
+                if detector is not None and detect_every and frame_idx > start and (frame_idx - start) % detect_every == 0:
+                    rgb_idx, rgb = images.rgb
+                    assert rgb_idx == frame_idx, "detection needs the frame being tracked"
+                    new = detector(frame_idx, rgb, (logits[:, 0] > 0.0).cpu().numpy(), next_id)
+                    for obj in new:
+                        obj.frame_idx = frame_idx
+                        frame_idx, obj_ids, logits = self._add_object(state, frame_idx, obj)
+                        next_id = max(next_id, obj.obj_id + 1)
+                    if new and frame_idx + 1 < num_frames:
+                        resume_at = frame_idx + 1  # propagation restarts after the new objects' frame
+                probs = torch.sigmoid(logits[:, 0].float())
+                masks = logits[:, 0] > 0.0
+                scores = _scores(probs, masks)
+                masks_np = masks.cpu().numpy()
+                frame_bytes = frame_entry_bytes(state, frame_idx)
+                if self.bounded_memory:
+                    evict_unreachable(p, state, frame_idx)
+                bank = memory_bank_bytes(state, include_masks=False)
+                peak = max(peak, process_memory_bytes(device))
+                now = time.perf_counter()
+                per_frame = state.get("fastsam2_stats", {})
+                stats = dict(per_frame.pop(frame_idx, {}) or {})
+                for late in [t for t in per_frame if t < frame_idx]:  # e.g. a new object's memory, encoded on resume
+                    for key, value in per_frame.pop(late).items():
+                        if key.startswith("ms_") and isinstance(value, (int, float)):
+                            stats[key] = stats.get(key, 0.0) + value
+                yield FrameResult(
+                    frame_idx=frame_idx,
+                    obj_ids=list(obj_ids),
+                    masks=masks_np,
+                    scores=scores,
+                    ms_total=(now - t0) * 1000.0,
+                    stats=stats,
+                    memory_bank_bytes=bank,
+                    frame_bank_bytes=frame_bytes,
+                    memory_bytes=peak,
+                    new_objects=new,
+                )
+                t0 = time.perf_counter()  # time spent by the consumer is not the tracker's
+                if resume_at is not None:
+                    frames_iter.close()
+                    break
+
+    def _add_object(self, state: dict, frame_idx: int, obj: ObjectPrompt):
+        """Prompt one object on ``frame_idx``; returns sam2's (frame_idx, obj_ids, masks) of all objects."""
+        p = self.predictor
+        if hasattr(p, "set_object_text") and obj.text:
+            p.set_object_text(state, obj.obj_id, obj.text)
+        points = labels = None
+        if obj.point is not None:
+            points = np.array([obj.point], dtype=np.float32)
+            labels = np.array([1], dtype=np.int32)
+        box = np.array(obj.box, dtype=np.float32) if obj.box is not None else None
+        return p.add_new_points_or_box(state, frame_idx=frame_idx, obj_id=obj.obj_id, points=points, labels=labels, box=box)
