@@ -118,3 +118,21 @@ def test_flags_reach_the_model_config():
     assert (cfg.model.precision, cfg.model.profile, cfg.model.compile) == ("bf16", True, True)
     default = build_config(("in.mp4",), output="out").model
     assert (default.precision, default.profile, default.compile) == ("auto", False, False)
+
+
+def test_compile_wraps_forward_once_and_matches_eager():
+    """``--compile``'s wrapping on a small module with the eager backend (inductor on a
+    real model is left to benchmarks/gpu_check.sh: compiling hiera on CPU takes minutes)."""
+    from types import SimpleNamespace
+
+    from fastsam2.tracking.runtime import compile_modules
+
+    torch.manual_seed(0)
+    enc, attn = torch.nn.Linear(8, 8), torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    want = attn(enc(x))
+    pred = SimpleNamespace(image_encoder=enc, memory_attention=attn)
+    assert compile_modules(pred, backend="eager") == ["image_encoder", "memory_attention"]
+    assert compile_modules(pred, backend="eager") == []  # idempotent
+    assert "forward" in vars(enc)  # forward replaced on the instance, module kept
+    torch.testing.assert_close(attn(enc(x)), want)

@@ -125,16 +125,18 @@ class ComponentTimer:
         self._pending.clear()
 
 
-def compile_modules(predictor: Any, mode: str | None = None) -> list[str]:
+def compile_modules(predictor: Any, mode: str | None = None, backend: str = "inductor") -> list[str]:
     """``torch.compile`` the image encoder's and memory attention's ``forward`` (static
     shapes) in place; returns the names of what was wrapped. Hooks and attributes of
-    the modules stay as they are (only ``forward`` is replaced)."""
+    the modules stay as they are (only ``forward`` is replaced). The pruned memory
+    attention calls the module's layers directly (subset attention), so there only the
+    image encoder is compiled in effect; dense frames use both."""
     wrapped = []
     for name in ("image_encoder", "memory_attention"):
         module = getattr(predictor, name, None)
         if module is None or getattr(module, "_fastsam2_compiled", False):
             continue
-        module.forward = torch.compile(module.forward, dynamic=False, mode=mode)
+        module.forward = torch.compile(module.forward, dynamic=False, mode=mode, backend=backend)
         module._fastsam2_compiled = True
         wrapped.append(name)
     return wrapped
