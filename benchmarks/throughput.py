@@ -23,16 +23,20 @@ frames / wall seconds over all ``--videos`` videos (prompting and, for stock,
 ``init_state``'s frame loading included: what a user waits for).
 ``peak_memory_bytes`` is CUDA ``max_memory_allocated`` over the mode (peak stats
 reset before it) on GPU; on CPU it is the largest process RSS sampled after every
-frame (models included, so ratios understate savings on CPU).
+frame (models included, and RSS seldom shrinks between modes run in one process,
+so CPU ratios understate savings; ``rss_growth_bytes`` is the growth during the mode).
 ``mask_iou_vs_stock`` is the mean IoU of each mode's masks against stock's on the
-same frames: at keep 1.0 it checks exactness (1.0 in fp32; under bf16 autocast it
-is stated against ``--exact-iou``).
+same frames; ``cpu_s_per_frame`` / ``speedup_cpu_vs_stock`` are process CPU time (all
+threads), steadier than wall time on a shared machine. At keep 1.0
+``mask_iou_vs_stock`` checks exactness (1.0 in fp32; under bf16 autocast it is
+held to ``--exact-iou``).
 
     python benchmarks/throughput.py [--device cpu|cuda] [--videos N] [--frames F]
         [--image-size S] [--json FILE]
 
 JSON: ``results[mode] = {frames_per_s, speedup_vs_stock, peak_memory_bytes,
-memory_ratio_vs_stock, wall_s, frames, mask_iou_vs_stock}`` plus ``settings``.
+memory_ratio_vs_stock, wall_s, frames, cpu_s_per_frame, speedup_cpu_vs_stock,
+mask_iou_vs_stock[, rss_growth_bytes on CPU]}`` plus ``settings`` and ``exact_keep_1``.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class Meter:
             torch.cuda.synchronize(device)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
+        self.start = process_memory_bytes(device)  # RSS before the mode on CPU (models loaded)
 
     def sample(self) -> None:
         self.peak = max(self.peak, process_memory_bytes(self.device))
@@ -130,15 +135,16 @@ def run_ours(tracker: StreamingTracker, videos, meter: Meter | None) -> tuple[in
     return frames, masks
 
 
-def timed(device: torch.device, fn) -> tuple[float, int, list[np.ndarray], int]:
+def timed(device: torch.device, fn) -> tuple[float, int, list[np.ndarray], Meter]:
     meter = Meter(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     frames, masks = fn(meter)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - t0
+    meter.cpu_s = time.process_time() - c0
     meter.sample()
-    return wall, frames, masks, meter.peak
+    return wall, frames, masks, meter
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -202,12 +208,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"{name}: warm-up")
             try:
                 fn(None)
-                wall, frames, masks, peak = timed(device, fn)
+                wall, frames, masks, meter = timed(device, fn)
+                peak = meter.peak
             except Exception as exc:  # noqa: BLE001 - e.g. compile unsupported here: say so, go on
                 log(f"{name} failed: {type(exc).__name__}: {exc}")
                 results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 continue
-            entry = {"frames_per_s": frames / wall, "wall_s": wall, "frames": frames, "peak_memory_bytes": peak}
+            entry = {"frames_per_s": frames / wall, "wall_s": wall, "frames": frames, "peak_memory_bytes": peak,
+                     "cpu_s_per_frame": meter.cpu_s / max(frames, 1)}
+            if device.type == "cpu":  # RSS rarely shrinks: the growth during the mode compares better
+                entry["rss_growth_bytes"] = max(peak - meter.start, 0)
             if name == "stock":
                 stock_masks = masks
             elif len(masks) == len(stock_masks):
@@ -219,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "frames_per_s" in entry and "frames_per_s" in base:
                 entry["speedup_vs_stock"] = entry["frames_per_s"] / base["frames_per_s"]
                 entry["memory_ratio_vs_stock"] = entry["peak_memory_bytes"] / max(base["peak_memory_bytes"], 1)
+                entry["speedup_cpu_vs_stock"] = base["cpu_s_per_frame"] / max(entry["cpu_s_per_frame"], 1e-9)
         for name, why in skipped.items():
             results[name] = {"skipped": why}
 
