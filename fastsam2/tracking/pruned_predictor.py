@@ -29,7 +29,6 @@ around the components (``inference_state["fastsam2_stats"]``).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
