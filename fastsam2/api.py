@@ -91,6 +91,7 @@ def label_video(
     random_weights: bool = False,
     max_frames: int | None = None,
     storage_options: dict | None = None,
+    precision: str = "auto",
 ) -> Iterator[FrameLabels]:
     """Track the prompted object(s) through one video; yields a :class:`FrameLabels` per frame.
 
@@ -101,7 +102,8 @@ def label_video(
     ``text`` names the object for the pruning router (``semantic``/``uncertainty``
     choose its signals, as ``--semantic``/``--uncertainty``). Frames before the prompt
     frame are not yielded. The model is built on the first call and kept warm
-    for the next one with the same settings.
+    for the next one with the same settings. ``precision`` is ``--precision`` (auto: bf16
+    autocast on CUDA, fp32 on CPU).
     """
     if objects is None:
         if point is None and box is None:
@@ -112,7 +114,7 @@ def label_video(
                for o in objects]  # fmt: skip
     cfg = JobConfig(inputs=["<api>"], output="<api>", storage_options=storage_options or {}, max_frames=max_frames,
                     model={"sam2_config": sam2_config, "sam2_checkpoint": checkpoint, "image_size": image_size,
-                           "device": device, "random_weights": random_weights},
+                           "device": device, "random_weights": random_weights, "precision": precision},
                     pruning={"keep_ratio": keep_ratio, "semantic": semantic, "uncertainty": uncertainty})  # fmt: skip
     frames, num_frames, height, width = _frames_source(video, cfg)
     from fastsam2.tracking.streaming import validate_prompts

@@ -46,6 +46,14 @@ def job_options(fn):
         click.option("--random-weights", is_flag=True, default=None, help="No checkpoints at all (smoke tests, demos): every model gets random weights."),
         click.option("--image-size", type=int, help="SAM2 input size (multiple of 16)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run (auto: CUDA when present)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="Tracking precision (auto: bf16 autocast with TF32 on CUDA, fp32 on CPU)."),
+        click.option("--profile", is_flag=True, default=None,
+                     help="Exact per-component timings: synchronise the GPU around every component (slower; "
+                          "normally CUDA events are read once per frame)."),
+        click.option("--compile", "compile_model", is_flag=True, default=None,
+                     help="torch.compile the image encoder and memory attention (static shapes; first frames "
+                          "are slow while it compiles)."),
         click.option("--point", help="First-frame click X,Y for every video (manifest columns override per video)."),
         click.option("--box", help="First-frame box X0,Y0,X1,Y1 for every video."),
         click.option("--text", help="Object phrase for every video (skips captioning)."),
@@ -92,7 +100,9 @@ def job_options(fn):
 #: Which JobConfig field each job option sets (its error messages and shown default come from there).
 FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "output": ("output",), "max_frames": ("max_frames",), "storage_options": ("storage_options",),
-    **{k: ("model", k) for k in ("sam2_config", "sam2_checkpoint", "image_size", "device")},
+    **{k: ("model", k) for k in ("sam2_config", "sam2_checkpoint", "image_size", "device", "precision",
+                                                 "profile")},
+    "compile_model": ("model", "compile"),
     **{k: ("pruning", k) for k in ("keep_ratio", "router_weights", "semantic", "uncertainty", "mc_passes",
                                     "encoder_sparsity", "encoder_refresh", "encoder_threshold")},
     "prompts": ("prompts", "mode"),
@@ -194,6 +204,9 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
             "random_weights": kw.get("random_weights"),
             "image_size": kw.get("image_size"),
             "device": kw.get("device"),
+            "precision": kw.get("precision"),
+            "profile": kw.get("profile"),
+            "compile": kw.get("compile_model"),
         },
         "pruning": {"keep_ratio": kw.get("keep_ratio"), "router_weights": kw.get("router_weights"),
                     "semantic": kw.get("semantic"), "uncertainty": kw.get("uncertainty"), "mc_passes": kw.get("mc_passes"),

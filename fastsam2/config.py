@@ -96,6 +96,12 @@ class ModelConfig(BaseModel):
     random_weights: bool = False
     image_size: int = 1024
     device: str = "auto"
+    # Tracking precision: auto = bf16 autocast + TF32 on CUDA, fp32 on CPU (fastsam2.tracking.runtime).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Exact, synchronised per-component timings (stalls the GPU; for diagnosis). Off: CUDA events.
+    profile: bool = False
+    # torch.compile the image encoder and memory attention (static shapes). Off by default.
+    compile: bool = False
 
     @field_validator("image_size")
     @classmethod

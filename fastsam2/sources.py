@@ -316,7 +316,9 @@ class FrameReader:
         container, handle = self._open_container()
         try:
             count = 0
-            for frame in container.decode(video=0):
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame- and slice-threaded decoding inside FFmpeg
+            for frame in container.decode(stream):
                 if count >= n:
                     break
                 yield frame.to_ndarray(format="rgb24")

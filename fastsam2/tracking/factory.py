@@ -61,4 +61,5 @@ def build_tracker(cfg: JobConfig) -> StreamingTracker:
     )
     predictor.configure_pruning(keep_ratio=cfg.pruning.keep_ratio, router=build_router_for(cfg, predictor.device))
     predictor.configure_encoder_sparsity(encoder_sparsity_config(cfg))
+    predictor.configure_runtime(m.precision, profile=m.profile, compile=m.compile)
     return StreamingTracker(predictor)

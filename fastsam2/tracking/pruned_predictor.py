@@ -29,7 +29,6 @@ around the components (``inference_state["fastsam2_stats"]``).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from torch import Tensor
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import INDICES_KEY
 from fastsam2.tracking.router import Router, RouterConfig
+from fastsam2.tracking.runtime import ComponentTimer, autocast_context, compile_modules, enable_tf32, resolve_precision
 from fastsam2.tracking.signals import capture_encoder_taps, prior_from_masks
 from fastsam2.tracking.sparse_encoder import (
     ENCODER_CACHE_KEY,
@@ -173,6 +173,9 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self._taps = None
         self.sparse_encoder: SparseHieraEncoder | None = None  # opt-in (configure_encoder_sparsity)
         self._encoding: _FrameCtx | None = None  # the frame the image encoder is running on
+        self.precision: str = "fp32"  # configure_runtime
+        self.profile: bool = False
+        self._timer: ComponentTimer | None = None
 
     # ---- public configuration ---------------------------------------------------------------
     def configure_pruning(
@@ -236,6 +239,30 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
                 return texts[obj_id]
         return state.get(TEXT_KEY)
 
+    def configure_runtime(self, precision: str = "auto", *, profile: bool = False,
+                          compile: bool = False) -> PrunedSAM2VideoPredictor:
+        """Precision (``auto|fp32|bf16|fp16``), stall-free or exact (``profile``) component
+        timers, and optional ``torch.compile`` (:mod:`fastsam2.tracking.runtime`)."""
+        self.precision = resolve_precision(precision, self.device)
+        enable_tf32(self.precision, self.device)
+        self.profile = profile
+        self._timer = None
+        if compile:
+            compile_modules(self)
+        return self
+
+    @property
+    def timer(self) -> ComponentTimer:
+        """The component timer for the device the model is on now (built on first use,
+        since the model is moved to its device after construction)."""
+        if self._timer is None or self._timer.device != self.device:
+            self._timer = ComponentTimer(self.device, profile=self.profile)
+        return self._timer
+
+    def _autocast(self):
+        """The one autocast context of tracking (a no-op in fp32)."""
+        return autocast_context(self.precision, self.device)
+
     @property
     def pruning_active(self) -> bool:
         return self.router is not None and (self.keep_ratio < 1.0 or self.subset_at_full_keep)
@@ -262,16 +289,9 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             yield
             return
         stats = self._frame_stats(ctx.inference_state, ctx.frame_idx)
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize(self.device)
         counter = flop_counter() if self.count_flops else nullcontext()
-        t0 = time.perf_counter()
-        with counter:
+        with self.timer.time(stats, f"ms_{component}"), counter:
             yield
-        if cuda:
-            torch.cuda.synchronize(self.device)
-        stats[f"ms_{component}"] += (time.perf_counter() - t0) * 1000.0
         if self.count_flops:
             key = f"gflops_{component}"
             stats[key] = stats.get(key, 0.0) + counter.get_total_flops() / 1e9
@@ -310,7 +330,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         stats["encoder_calls"] = stats.get("encoder_calls", 0) + 1  # shared by all objects: must stay 1
         self._encoding = ctx
         try:
-            with self._timed("image_encoder", ctx):
+            with self._autocast(), self._timed("image_encoder", ctx):
                 features = super()._get_image_feature(inference_state, frame_idx, batch_size)
         finally:
             self._encoding = None
@@ -363,11 +383,29 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         return union
 
     @torch.inference_mode()
+    def add_new_points_or_box(self, *args: Any, **kwargs: Any):
+        """Stock prompting, under the run's precision."""
+        with self._autocast():
+            return super().add_new_points_or_box(*args, **kwargs)
+
+    @torch.inference_mode()
     def propagate_in_video(self, inference_state, *args: Any, **kwargs: Any):
-        """Stock propagation; the sparse encoder's activation cache is dropped when it ends."""
+        """Stock propagation, each step under the run's precision (autocast is entered and
+        left around every step, never held across a ``yield``); the frame's component
+        times are read once per frame; the sparse encoder's activation cache is dropped
+        when it ends."""
+        steps = super().propagate_in_video(inference_state, *args, **kwargs)
         try:
-            yield from super().propagate_in_video(inference_state, *args, **kwargs)
+            while True:
+                with self._autocast():
+                    item = next(steps, None)
+                if item is None:
+                    return
+                self.timer.flush()
+                yield item
         finally:
+            steps.close()
+            self.timer.flush()
             inference_state.pop(ENCODER_CACHE_KEY, None)
 
     # ---- per-frame call: context, then compact the memory -------------------------------------

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from fastsam2.config import ObjectPrompt
+from fastsam2.prefetch import Prefetcher
 from fastsam2.tracking.memory_bank import evict_unreachable, frame_entry_bytes, memory_bank_bytes, process_memory_bytes
 
 IMG_MEAN = (0.485, 0.456, 0.406)
@@ -38,6 +39,16 @@ def preprocess_frame(rgb: np.ndarray, image_size: int) -> torch.Tensor:
     mean = torch.tensor(IMG_MEAN, dtype=torch.float32)[:, None, None]
     std = torch.tensor(IMG_STD, dtype=torch.float32)[:, None, None]
     return (t - mean) / std
+
+
+def prefetched_frames(frames: Iterable[np.ndarray], image_size: int,
+                      depth: int = 2) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """``(RGB, model input)`` per frame, decoded and preprocessed on a background thread
+    ``depth`` frames ahead (:class:`~fastsam2.prefetch.Prefetcher`); the RGB frame stays for
+    detecting objects that enter later. The thread stops when this generator ends or is
+    closed/collected."""
+    with Prefetcher(frames, transform=lambda rgb: (rgb, preprocess_frame(rgb, image_size)), depth=depth) as source:
+        yield from source
 
 
 class StreamedFrames:
@@ -71,7 +82,10 @@ class StreamedFrames:
                 rgb = next(self._frames)
             except StopIteration:
                 raise IndexError(f"video ended at frame {self._next}, expected {self._num_frames}") from None
-            tensor = preprocess_frame(rgb, self._image_size)
+            if isinstance(rgb, tuple):  # (RGB, tensor) from prefetched_frames
+                rgb, tensor = rgb
+            else:
+                tensor = preprocess_frame(rgb, self._image_size)
             self.rgb = (self._next, rgb)
             self._next += 1
         self._cache = OrderedDict({idx: tensor})
@@ -197,7 +211,7 @@ class StreamingTracker:
         device = p.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        images = StreamedFrames(frames, num_frames, p.image_size)
+        images = StreamedFrames(prefetched_frames(frames, p.image_size), num_frames, p.image_size)
         t0 = time.perf_counter()
         state = new_inference_state(p, images, height, width, self.offload_state_to_cpu, first_frame=start)
         if hasattr(p, "set_video_text"):
