@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from fastsam2.cli import build_config, main
+from fastsam2.cli import main
+from fastsam2.cli.options import build_config
 
 
 def invoke(*args: str):
