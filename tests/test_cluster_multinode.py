@@ -10,7 +10,6 @@ proposal or caption models), one CPU per node. The timings go to stdout.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import secrets
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import kill_processes_mentioning, processes_mentioning
+from helpers import kill_processes_mentioning, processes_mentioning, write_manifest
 from fastsam2.storage import read_table
 from fastsam2.synthetic import make_video, write_mp4
 from test_cluster_submit import BIN, _free_port, cli
@@ -165,12 +164,7 @@ def _dataset(folder: Path) -> Path:
     for i in range(N_VIDEOS):
         path = write_mp4(make_video(f"mn-{i:02d}", num_frames=2, height=64, width=80, seed=i), folder / f"mn-{i:02d}.mp4")
         rows.append({"uri": str(path), "point": "40,32"})
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "point"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return write_manifest(folder / "manifest.csv", rows, ["uri", "point"])
 
 
 def test_forty_videos_on_three_nodes_survive_losing_a_worker(cluster, tmp_path):

@@ -26,7 +26,7 @@ from fastsam2.cli import main
 from fastsam2.output import write_video
 from fastsam2.storage import done_video_ids, read_table
 from fastsam2.synthetic import write_clip_dataset
-from conftest import kill_processes_mentioning
+from helpers import kill_processes_mentioning
 from fault_injection import killing_track_stage, use_stage
 
 pytestmark = pytest.mark.slow

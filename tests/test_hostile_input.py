@@ -27,13 +27,9 @@ from fastsam2.pipeline import EXIT_OK, EXIT_VIDEOS_FAILED, RunSummary, exit_code
 from fastsam2.schema import table_from_rows
 from fastsam2.sources import FrameReader, VideoReadError, discover
 from fastsam2.storage import done_video_ids, read_table, with_retries
-from conftest import write_disc_video
+from helpers import invoke, write_disc_video, write_manifest
 
 SECRET = "wJalrXUtnFEMI-not-a-real-secret-K7MDENG"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 class _RunsCode:
@@ -126,14 +122,7 @@ def test_write_video_refuses_paths_outside_the_root(tmp_path):
 
 
 def _manifest(tmp_path: Path, rows: list[dict]) -> Path:
-    import csv
-
-    path = tmp_path / "m.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_manifest(tmp_path / "m.csv", rows)
 
 
 def test_manifest_ids_are_safe_unique_and_keep_the_users_name(tmp_path):

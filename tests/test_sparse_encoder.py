@@ -17,7 +17,7 @@ from fastsam2.tracking.sparse_encoder import (
     EncoderSparsityConfig,
     SparseHieraEncoder,
 )
-from conftest import write_disc_video
+from helpers import write_disc_video
 
 SIZE = 256
 

@@ -10,7 +10,6 @@ import json
 import socket
 from pathlib import Path
 
-import click
 import pytest
 import yaml
 from click.testing import CliRunner
