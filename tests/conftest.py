@@ -14,7 +14,6 @@ import pytest
 from helpers import free_port, shared_data_dir
 
 
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (DAVIS-2016 val, OSVOS predictions, J&F reference cases).
