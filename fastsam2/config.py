@@ -1,8 +1,11 @@
 """Typed job configuration (pydantic), with YAML in and out.
 
-The CLI builds a :class:`JobConfig` from flags and/or ``--config FILE``; the
-same object, serialised to JSON, travels to a cluster job, so ``run`` and
-``submit`` execute one code path.
+:func:`load_config` is the one way a config is built (a YAML/JSON file, JSON string or
+mapping, then overrides, then the model's own defaults): ``run`` and ``submit`` call it with
+their flags as overrides, the job entry point (``python -m fastsam2.job``) with its
+``--inputs`` / ``--output``. The same object, serialised to JSON, travels to a cluster job,
+so ``run`` and ``submit`` execute one code path. Per-stage resources are filled and checked
+from the stages' own declarations (:mod:`fastsam2.stage_specs`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from fastsam2.stage_specs import STAGE_SPECS, StageResources, default_stage_resources
-
-__all__ = ["JobConfig", "StageResources", "ConfigError", "load_config", "read_config_file"]
+from fastsam2.stage_specs import STAGE_SPECS, StageResources, default_stage_resources  # StageResources is still importable from here
 
 
 class ObjectPrompt(BaseModel):
