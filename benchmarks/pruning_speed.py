@@ -60,7 +60,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_sam2
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import evict_unreachable, memory_bank_stats, process_memory_bytes, windows
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
@@ -244,9 +244,9 @@ def summarize(run: dict[str, Any], num_maskmem: int, router_config: dict[str, An
 
 def build(size: int, threads: int):
     torch.set_num_threads(threads)
-    return build_video_predictor(
+    return load_sam2(
         "sam2.1_hiera_t", image_size=size, device="cpu", random_weights=True, predictor_target=PREDICTOR_TARGET
-    )
+    ).model
 
 
 def build_bench_router(semantic: str, clip_model: str):

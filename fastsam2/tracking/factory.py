@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from fastsam2.config import JobConfig
-from fastsam2.models.clip import ClipWeightsUnavailable
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import ModelBundle, load_sam2
+from fastsam2.models.weights import ClipWeightsUnavailable
 from fastsam2.tracking.router import Router, build_router
 from fastsam2.tracking.sparse_encoder import EncoderSparsityConfig
 from fastsam2.tracking.streaming import StreamingTracker
@@ -48,18 +48,25 @@ def encoder_sparsity_config(cfg: JobConfig) -> EncoderSparsityConfig:
                                  threshold=pr.encoder_threshold)
 
 
-def build_tracker(cfg: JobConfig) -> StreamingTracker:
+def load_tracker_sam2(cfg: JobConfig) -> ModelBundle:
+    """The SAM2 bundle ``cfg.model`` names, built as our pruned predictor class."""
     m = cfg.model
-    predictor = build_video_predictor(
-        m.sam2_config,
-        m.sam2_checkpoint,
-        image_size=m.image_size,
-        device=m.device,
-        random_weights=m.random_weights,
-        predictor_target=PRUNED_PREDICTOR,
-        storage_options=cfg.storage_options,
-    )
-    predictor.configure_pruning(keep_ratio=cfg.pruning.keep_ratio, router=build_router_for(cfg, predictor.device))
+    return load_sam2(m.sam2_config, m.sam2_checkpoint, image_size=m.image_size, device=m.device,
+                     random_weights=m.random_weights, predictor_target=PRUNED_PREDICTOR,
+                     storage_options=cfg.storage_options)
+
+
+def build_tracker(cfg: JobConfig, sam2: ModelBundle | None = None) -> StreamingTracker:
+    """The tracker of ``cfg``; pass ``sam2`` (from :func:`load_tracker_sam2`) to keep its bundle
+    for other users of the same weights (the late-object masker)."""
+    m = cfg.model
+    sam2 = sam2 or load_tracker_sam2(cfg)
+    predictor = sam2.model
+    router = build_router_for(cfg, predictor.device)
+    trained_on = router.meta.get("sam2_config") if router is not None else None
+    if trained_on and trained_on != sam2.name:
+        log.warning("router weights were trained on %s, this predictor is %s", trained_on, sam2.name)
+    predictor.configure_pruning(keep_ratio=cfg.pruning.keep_ratio, router=router)
     predictor.configure_encoder_sparsity(encoder_sparsity_config(cfg))
     predictor.configure_runtime(m.precision, profile=m.profile, compile=m.compile)
     return StreamingTracker(predictor)

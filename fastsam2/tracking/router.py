@@ -370,7 +370,7 @@ def build_router(
         effective = RouterConfig.from_dict(overrides)
     clip = None
     if effective.semantic == "clip":  # paper mode only uses the text norm: no CLIP needed
-        from fastsam2.models.clip import load_clip
+        from fastsam2.models.factory import load_clip
 
         clip = ClipDenseSimilarity(
             load_clip(clip_model, clip_pretrained, random_weights=clip_random_weights, device=device)

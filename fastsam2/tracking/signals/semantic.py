@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastsam2.models.clip import ClipBundle
+from fastsam2.models.factory import ClipBundle
 
 #: SAM2's input normalisation (``load_video_frames`` defaults).
 SAM2_MEAN = (0.485, 0.456, 0.406)
