@@ -112,6 +112,7 @@ def load_clip(
     device: str | torch.device = "cpu",
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
+    weights_dtype: torch.dtype | None = None,
 ) -> ClipBundle:
     """An open_clip model in eval mode.
 
@@ -119,6 +120,9 @@ def load_clip(
     fixed seed (similarities are meaningless but shapes and costs are real).
     ``model_name`` may also be ``fastsam2-tiny`` (see ``clip.TINY_OVERRIDES``).
     Pretrained weights that cannot be had raise :class:`ClipWeightsUnavailable`.
+    ``weights_dtype`` (e.g. ``torch.bfloat16``) stores the weight matrices in that
+    type and computes in fp32 (see :func:`store_weights_as`); the model is built in
+    that type from the start, so no fp32 copy of it ever exists.
     """
     import open_clip
 
@@ -128,9 +132,11 @@ def load_clip(
     weights = None if random_weights else pretrained
     if weights is None and not random_weights:
         raise ValueError("pass pretrained=<tag or path> or random_weights=True")
+    default_dtype = torch.get_default_dtype()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
+            torch.set_default_dtype(weights_dtype or default_dtype)
             model, _, preprocess = open_clip.create_model_and_transforms(
                 base, pretrained=weights, device=resolve_device(device), **{**extra, **(overrides or {})}
             )
@@ -141,7 +147,11 @@ def load_clip(
                 f"could not load CLIP {model_name} weights {weights!r} ({exc}); "
                 "pass a local checkpoint path or use random weights for a smoke test"
             ) from exc
-    model.eval()
+        finally:
+            torch.set_default_dtype(default_dtype)
+    model.eval().requires_grad_(False)
+    if weights_dtype is not None:
+        store_weights_as(model, weights_dtype)
     if random_weights:
         log.warning("CLIP %s built with RANDOM weights: text relevance is meaningless", model_name)
     visual = model.visual
@@ -157,6 +167,41 @@ def load_clip(
         mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
         std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
     )
+
+
+class _Upcast(torch.nn.Module):
+    """Parametrization: a weight stored compactly, handed to the layer in fp32."""
+
+    def forward(self, stored: torch.Tensor) -> torch.Tensor:
+        return stored.float()
+
+
+def store_weights_as(model: torch.nn.Module, dtype: torch.dtype, min_numel: int = 4096) -> torch.nn.Module:
+    """Keep ``model``'s weight matrices in ``dtype`` and compute in fp32 (inference only).
+
+    Each matrix (2-D or more, ``min_numel`` elements or more: linear, attention,
+    patch and token embeddings) is kept as a ``dtype`` tensor behind a
+    parametrization that upcasts it when the layer reads it, so only the layer
+    that runs holds an fp32 copy. Half the resident bytes for bf16, with fp32
+    arithmetic: on CPUs without bf16 units this costs only the conversions, and
+    the result differs from the fp32 model only by the weights' rounding
+    (bf16: 8 significant bits). Everything else (norms, biases, scalars,
+    buffers) is made fp32, whatever type the model was built in.
+    """
+    from torch.nn.utils import parametrize
+
+    for module in list(model.modules()):
+        for name, param in list(module.named_parameters(recurse=False)):
+            matrix = param.dim() >= 2 and param.numel() >= min_numel
+            want = dtype if matrix else torch.float32
+            if param.is_floating_point() and param.dtype != want:
+                module._parameters[name] = torch.nn.Parameter(param.detach().to(want), requires_grad=False)
+            if matrix:
+                parametrize.register_parametrization(module, name, _Upcast(), unsafe=True)
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if buf is not None and buf.is_floating_point():
+                module._buffers[name] = buf.float()
+    return model
 
 
 def load_detector(

@@ -11,7 +11,6 @@ import logging
 
 from fastsam2.config import JobConfig
 from fastsam2.models.factory import ModelBundle, load_sam2
-from fastsam2.models.weights import ClipWeightsUnavailable
 from fastsam2.tracking.router import Router, build_router
 from fastsam2.tracking.sparse_encoder import EncoderSparsityConfig
 from fastsam2.tracking.streaming import StreamingTracker
@@ -24,21 +23,16 @@ PRUNED_PREDICTOR = "fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor"
 def build_router_for(cfg: JobConfig, device) -> Router | None:
     """The router of ``cfg.pruning`` (None when dense).
 
-    Without pretrained CLIP weights (no network, no cache) the router drops text
-    relevance and keeps its other signals, with a warning: a run should not die
-    for want of one of four signals.
+    CLIP is built on the first phrase; without pretrained CLIP weights (no
+    network, no cache) the router then drops text relevance and keeps its other
+    signals, with a warning (:class:`~fastsam2.tracking.signals.ClipDenseSimilarity`).
     """
     pr = cfg.pruning
     if pr.keep_ratio >= 1.0:
         return None
-    kwargs = dict(clip_model=pr.clip_model, clip_pretrained=pr.clip_pretrained,
-                  clip_random_weights=cfg.model.random_weights, router_weights=pr.router_weights,
-                  device=device, mc_passes=pr.mc_passes)
-    try:
-        return build_router(pr.semantic, pr.uncertainty, **kwargs)
-    except ClipWeightsUnavailable as exc:
-        log.warning("%s -- routing without text relevance", exc)
-        return build_router("none", pr.uncertainty, **kwargs)
+    return build_router(pr.semantic, pr.uncertainty, clip_model=pr.clip_model, clip_pretrained=pr.clip_pretrained,
+                        clip_random_weights=cfg.model.random_weights, router_weights=pr.router_weights,
+                        device=device, mc_passes=pr.mc_passes)
 
 
 def encoder_sparsity_config(cfg: JobConfig) -> EncoderSparsityConfig:
