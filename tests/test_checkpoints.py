@@ -126,3 +126,26 @@ def test_help_shows_the_cache_locations(offline_hub):
     assert "HF_HUB_CACHE" in opts._checkpoint_help() and str(offline_hub) in opts._checkpoint_help()
     r = CliRunner().invoke(main, ["run", "--help"], terminal_width=400)
     assert "HF_HUB_CACHE" in r.output and "FASTSAM2_CACHE" in r.output
+
+
+def test_detector_download_is_checked_against_the_registry_digest(official_url, monkeypatch, tmp_path):
+    """torchvision's file names carry a SHA-256 prefix; our one download path checks it."""
+    from fastsam2.models.detector import RANDOM_ARCH
+    from fastsam2.models.weights import fetch_detector_weights, torchvision_cache_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = f"http://127.0.0.1:{official_url.server_address[1]}/detector-0badc0de.pth"
+    good = hashlib.sha256(official_url.payload).hexdigest()[:8]
+
+    def registered(digest):
+        monkeypatch.setitem(REGISTRY, RANDOM_ARCH, dataclasses.replace(REGISTRY[RANDOM_ARCH], url=url, sha256=digest))
+
+    registered("0badc0de")
+    with pytest.raises(WeightsUnavailable, match="not in torchvision's cache"):
+        fetch_detector_weights(RANDOM_ARCH)  # no download unless allowed
+    with pytest.raises(WeightsUnavailable, match="checksum mismatch"):
+        fetch_detector_weights(RANDOM_ARCH, download=True)
+    assert not torchvision_cache_path(RANDOM_ARCH).exists(), "a file that failed its check is not kept"
+    registered(good)
+    path = fetch_detector_weights(RANDOM_ARCH, download=True)
+    assert path == torchvision_cache_path(RANDOM_ARCH) and path.read_bytes() == official_url.payload
