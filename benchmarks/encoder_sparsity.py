@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_sam2
 from fastsam2.tracking.memory_bank import evict_unreachable
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
 from fastsam2.tracking.sparse_encoder import EncoderSparsityConfig
@@ -211,8 +211,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     size = args.image_size
     sparsity = EncoderSparsityConfig(args.encoder_sparsity, args.encoder_refresh, args.encoder_threshold)
-    predictor = build_video_predictor("sam2.1_hiera_t", image_size=size, device="cpu", random_weights=True,
-                                      predictor_target=PREDICTOR_TARGET)
+    predictor = load_sam2("sam2.1_hiera_t", image_size=size, device="cpu", random_weights=True,
+                                      predictor_target=PREDICTOR_TARGET).model
     pan = args.pan if args.pan is not None else max(1, round(0.02 * size))
     with torch.inference_mode():  # warm-up (allocator, kernels), so no run pays first-call costs
         predictor.forward_image(MovingDiscVideo(size, 1)[0][None])

@@ -60,7 +60,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_sam2
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import evict_unreachable, memory_bank_stats, process_memory_bytes, windows
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
@@ -68,6 +68,8 @@ from fastsam2.tracking.streaming import new_inference_state
 
 SAM2_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 SAM2_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+#: How the router's CLIP keeps its weights (``build_router``'s default).
+CLIP_WEIGHTS_DTYPE = torch.bfloat16
 COLORS = [(0.95, 0.15, 0.1), (0.1, 0.8, 0.2), (0.2, 0.3, 0.95)]
 
 
@@ -244,15 +246,16 @@ def summarize(run: dict[str, Any], num_maskmem: int, router_config: dict[str, An
 
 def build(size: int, threads: int):
     torch.set_num_threads(threads)
-    return build_video_predictor(
+    return load_sam2(
         "sam2.1_hiera_t", image_size=size, device="cpu", random_weights=True, predictor_target=PREDICTOR_TARGET
-    )
+    ).model
 
 
 def build_bench_router(semantic: str, clip_model: str):
     from fastsam2.tracking.router import build_router
 
-    return build_router(semantic=semantic, clip_model=clip_model, clip_random_weights=True)
+    return build_router(semantic=semantic, clip_model=clip_model, clip_random_weights=True,
+                        clip_weights_dtype=CLIP_WEIGHTS_DTYPE)
 
 
 def bench_size(args, size: int, router, tmp: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -415,6 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "frames": args.frames,
         "router": {"semantic": args.semantic, "clip_model": f"{args.clip_model} (random weights)",
                    "uncertainty": router.config.uncertainty, "text": args.text,
+                   "clip_weights": f"matrices stored {CLIP_WEIGHTS_DTYPE}, fp32 arithmetic; built on the first phrase",
                    "config": asdict(router.config)},
         "accounting": "ms_per_frame/speedup: mean over all tracked frames (amortised, keyframes included); "
                       "*_median: steady-state medians; gflops_per_frame: mean over all frames, MHA fast path off "

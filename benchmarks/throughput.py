@@ -54,7 +54,8 @@ import numpy as np
 import torch
 
 from fastsam2.config import ObjectPrompt
-from fastsam2.models.sam2 import build_video_predictor, resolve_device
+from fastsam2.models.factory import load_sam2
+from fastsam2.models.weights import resolve_device
 from fastsam2.synthetic import first_frame_prompts, make_video, write_frames
 from fastsam2.tracking.memory_bank import process_memory_bytes
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
@@ -168,9 +169,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precision = resolve_precision("auto", device)
     log(f"device {device}, precision {precision}, {args.videos} videos x {args.frames} frames at {args.image_size} px")
 
-    stock = build_video_predictor("sam2.1_hiera_t", image_size=args.image_size, device=device, random_weights=True)
-    ours = build_video_predictor("sam2.1_hiera_t", image_size=args.image_size, device=device, random_weights=True,
-                                 predictor_target=PREDICTOR_TARGET)
+    stock = load_sam2("sam2.1_hiera_t", image_size=args.image_size, device=device, random_weights=True).model
+    ours = load_sam2("sam2.1_hiera_t", image_size=args.image_size, device=device, random_weights=True,
+                                 predictor_target=PREDICTOR_TARGET).model
     ours.load_state_dict(stock.state_dict())  # the very same weights
     ours.configure_runtime("auto")
 

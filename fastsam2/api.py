@@ -121,7 +121,7 @@ def label_video(
 
     validate_prompts(prompts, height, width, num_frames)  # before any model is built
     tracker = _tracker(cfg)
-    rw = bool(getattr(tracker.predictor, "random_weights", random_weights))
+    rw = cfg.model.random_weights  # the tracker was built from cfg: its weights are random exactly then
 
     def frames_out() -> Iterator[FrameLabels]:
         for fr in tracker.track(frames, num_frames, height, width, prompts, text):

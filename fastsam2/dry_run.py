@@ -34,22 +34,19 @@ def _weights(cfg: JobConfig) -> str:
         return "RANDOM WEIGHTS (no checkpoint; masks meaningless)"
     if m.sam2_checkpoint:
         return f"{m.sam2_checkpoint} ({m.sam2_config})"
-    from pathlib import Path
+    from fastsam2.models.weights import SAM2_CONFIGS, REGISTRY, cache_dir, hub_cached_checkpoint
 
-    from fastsam2.models.sam2 import CHECKPOINT_URLS, cache_dir, hf_repo_for, hub_cached_checkpoint
-
-    url = CHECKPOINT_URLS.get(m.sam2_config)
-    if url is None:
+    if m.sam2_config not in SAM2_CONFIGS:
         return f"unknown config {m.sam2_config}"
-    name = Path(url).name
-    local = cache_dir() / name
+    known = REGISTRY[m.sam2_config]
+    local = cache_dir() / known.filename
     if local.is_file():
         return f"{local} (cached)"
-    repo = hf_repo_for(m.sam2_config)
-    hub = hub_cached_checkpoint(repo, name) if repo else None
+    repo = known.hf_repo
+    hub = hub_cached_checkpoint(repo, known.filename) if repo else None
     if hub is not None:
         return f"{hub} (Hugging Face cache)"
-    return f"official {m.sam2_config}: not cached, would be downloaded ({repo or url})"
+    return f"official {m.sam2_config}: not cached, would be downloaded ({repo or known.url})"
 
 
 def plan(cfg: JobConfig, local_gpus: float | None = None) -> Plan:

@@ -16,6 +16,7 @@ import torch
 
 from fastsam2 import rle
 from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
+from fastsam2.models.weights import known_weights
 from fastsam2.schema import COMPONENTS
 from fastsam2.sources import FrameReader
 from fastsam2.tracking.streaming import Detector, StreamingTracker
@@ -120,7 +121,7 @@ def _track_backward(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, 
         first_seen[o.obj_id] = 0
 
 
-def object_row(task: VideoTask, obj: ObjectPrompt, cfg: JobConfig, predictor, first_frame_idx: int | None) -> dict:
+def object_row(task: VideoTask, obj: ObjectPrompt, cfg: JobConfig, first_frame_idx: int | None) -> dict:
     """The objects/ row of one tracked object (see ``fastsam2.schema.OBJECTS``)."""
     source = obj.source or task.prompt_source or "user"
     return {
@@ -138,8 +139,8 @@ def object_row(task: VideoTask, obj: ObjectPrompt, cfg: JobConfig, predictor, fi
         "caption_backend": task.caption_backend if obj.caption else None,
         "caption_model": task.caption_model if obj.caption else None,
         "detector_model": cfg.prompts.detector_weights or "rpn" if source != "user" else None,
-        "model": getattr(predictor, "config_name", None),
-        "random_weights": bool(getattr(predictor, "random_weights", cfg.model.random_weights)),
+        "model": known_weights(cfg.model.sam2_config).name,
+        "random_weights": cfg.model.random_weights,
         "run_id": cfg.run_id,
     }
 
@@ -214,9 +215,9 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
         "objectness": task.objectness,
         "caption_backend": task.caption_backend,
         "caption_model": task.caption_model,
-        "model": getattr(predictor, "config_name", None),
+        "model": known_weights(cfg.model.sam2_config).name,
         "checkpoint": None if cfg.model.random_weights else (cfg.model.sam2_checkpoint or "official"),
-        "random_weights": bool(getattr(predictor, "random_weights", cfg.model.random_weights)),
+        "random_weights": cfg.model.random_weights,
         "keep_ratio": cfg.pruning.keep_ratio,
         "image_size": cfg.model.image_size,
         "device": str(predictor.device),
@@ -229,7 +230,7 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
         "run_id": cfg.run_id,
         "finished_at": dt.datetime.now(dt.timezone.utc),
     }
-    result.objects = [object_row(task, o, cfg, predictor, first_seen.get(o.obj_id)) for o in objects]
+    result.objects = [object_row(task, o, cfg, first_seen.get(o.obj_id)) for o in objects]
     for c in COMPONENTS:
         result.video[f"ms_{c}"] = _median([f[f"ms_{c}"] for f in steady])
     if torch.cuda.is_available() and predictor.device.type == "cuda":

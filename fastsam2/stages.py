@@ -73,15 +73,12 @@ class ProposeStage:
     spec = PROPOSE  # name, default resources, when a job needs it, GPUs: fastsam2.stage_specs
 
     def __init__(self, config_json: str):
-        from fastsam2.models.detector import ProposalModel
         from fastsam2.prompts.click import CoarseMasker
 
         self.cfg = JobConfig.model_validate_json(config_json)
         _set_threads(self.cfg, "propose")
-        m, p = self.cfg.model, self.cfg.prompts
-        weights = None if m.random_weights else (p.detector_weights or "default")
-        # Actors may fetch torchvision's checkpoint once into its cache where there is network.
-        self.proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device, download=True)
+        m = self.cfg.model
+        self.proposer = load_proposer(self.cfg)
         self.masker = CoarseMasker(config_name=m.sam2_config, checkpoint=m.sam2_checkpoint,
                                    image_size=min(m.image_size, 1024), device=m.device, random_weights=m.random_weights)
         self._scorer = None  # CLIP region-text scorer, for text-grounded selection
@@ -131,7 +128,8 @@ class ProposeStage:
     def _text_scorer(self):
         """The router's CLIP model, loaded on the first text-grounded video (one-line error without weights)."""
         if self._scorer is None:
-            from fastsam2.models.clip import ClipWeightsUnavailable, load_clip
+            from fastsam2.models.factory import load_clip
+            from fastsam2.models.weights import ClipWeightsUnavailable
             from fastsam2.prompts.grounding import RegionTextScorer
 
             pr, m = self.cfg.pruning, self.cfg.model
@@ -142,6 +140,17 @@ class ProposeStage:
                 raise ClipWeightsUnavailable(f"--text selects objects by CLIP, which is unavailable: {first_line}") from None
             self._scorer = RegionTextScorer(clip)
         return self._scorer
+
+
+def load_proposer(cfg: JobConfig):
+    """The region proposer of a job (the detector weights it names, or random ones)."""
+    from fastsam2.models.detector import ProposalModel
+    from fastsam2.models.factory import load_detector
+
+    m = cfg.model
+    weights = None if m.random_weights else (cfg.prompts.detector_weights or "default")
+    # Actors may fetch torchvision's checkpoint once into its cache where there is network.
+    return ProposalModel(load_detector(weights, device=m.device, download=True))
 
 
 def multi_object_settings(cfg: JobConfig):
@@ -218,24 +227,23 @@ class TrackStage:
     spec = TRACK
 
     def __init__(self, config_json: str):
-        from fastsam2.tracking.factory import build_tracker
+        from fastsam2.tracking.factory import build_tracker, load_tracker_sam2
 
         self.cfg = JobConfig.model_validate_json(config_json)
         _set_threads(self.cfg, "track")
-        self.tracker = build_tracker(self.cfg)
+        self.sam2 = load_tracker_sam2(self.cfg)
+        self.tracker = build_tracker(self.cfg, self.sam2)
         self.detector = self._new_object_detector() if self.cfg.prompts.detect_every else None
 
     def _new_object_detector(self):
         """Proposer, coarse masker (sharing the tracker's SAM2) and captioner for objects that enter later."""
-        from fastsam2.models.detector import ProposalModel
         from fastsam2.prompts.caption import make_captioner
         from fastsam2.prompts.click import CoarseMasker
         from fastsam2.prompts.multi import NewObjectDetector
 
         m, p = self.cfg.model, self.cfg.prompts
-        weights = None if m.random_weights else (p.detector_weights or "default")
-        proposer = ProposalModel(weights, random_weights=m.random_weights, device=m.device, download=True)
-        masker = CoarseMasker(self.tracker.predictor)
+        proposer = load_proposer(self.cfg)
+        masker = CoarseMasker(self.sam2)
         captioner = None
         if p.caption_backend != "none" and not p.text:
             captioner = make_captioner(p.caption_backend, p.caption_model, p.caption_endpoint,

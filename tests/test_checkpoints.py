@@ -7,6 +7,7 @@ official download URL; ``HF_ENDPOINT`` points at a closed port (hub unreachable)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import threading
@@ -17,8 +18,10 @@ import torch
 from click.testing import CliRunner
 
 from fastsam2.cli import main
-from fastsam2.models import sam2 as sam2_models
-from fastsam2.models.sam2 import WeightsUnavailable, build_video_predictor, fetch_checkpoint, hf_repo_for
+from fastsam2.models import weights as weights_mod
+from fastsam2.models.factory import load_sam2
+from fastsam2.models.sam2 import config_file
+from fastsam2.models.weights import REGISTRY, SAM2_CONFIGS, WeightsUnavailable, fetch_checkpoint, hf_repo_for
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -29,7 +32,7 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the hub is unreachable
     monkeypatch.setenv("FASTSAM2_CACHE", str(tmp_path / "fastsam2-cache"))
-    monkeypatch.delenv(sam2_models.SHA256_ENV, raising=False)
+    monkeypatch.delenv(weights_mod.SHA256_ENV, raising=False)
     return hub
 
 
@@ -49,17 +52,26 @@ def test_repo_names_come_from_sam2():
     assert hf_repo_for("sam2_hiera_l") == "facebook/sam2-hiera-large"
 
 
+def test_registry_agrees_with_sam2s_own_table():
+    """Every SAM2 entry names the hub repo, config and file sam2's ``build_sam2_video_predictor_hf`` uses."""
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+
+    ours = {REGISTRY[n].hf_repo: (config_file(n), REGISTRY[n].filename) for n in SAM2_CONFIGS}
+    assert ours == HF_MODEL_ID_TO_FILENAMES
+
+
 def test_checkpoint_from_the_hub_cache_loads_into_the_model(offline_hub, tmp_path):
     # A small random-weight checkpoint (fp16) of hiera-t, saved as the official files are: {"model": state_dict}.
-    donor = build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True, seed=7)
+    donor = load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True, seed=7).model
     state = {k: v.half() if v.is_floating_point() else v for k, v in donor.state_dict().items()}
     buf = tmp_path / "ckpt.pt"
     torch.save({"model": state}, buf)
     cached = put_in_hub(offline_hub, "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt", buf.read_bytes())
 
     assert fetch_checkpoint("sam2.1_hiera_t") == cached
-    model = build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=False, seed=0)
-    assert model.random_weights is False
+    sam2 = load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=False, seed=0)
+    model = sam2.model
+    assert sam2.random_weights is False and sam2.name == "sam2.1_hiera_t"
     name, want = next((k, v) for k, v in state.items() if v.is_floating_point() and v.numel() > 100)
     assert torch.equal(model.state_dict()[name].half(), want)  # the weights are the hub cache's, not seed 0's
 
@@ -85,18 +97,18 @@ def official_url(monkeypatch):
     server.payload = b"not really a checkpoint, but bytes with a digest" * 100
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/sam2.1_hiera_tiny.pt"
-    monkeypatch.setitem(sam2_models.CHECKPOINT_URLS, "sam2.1_hiera_t", url)
+    monkeypatch.setitem(REGISTRY, "sam2.1_hiera_t", dataclasses.replace(REGISTRY["sam2.1_hiera_t"], url=url))
     yield server
     server.shutdown()
 
 
 def test_direct_download_is_checksum_checked(offline_hub, official_url, monkeypatch, tmp_path):
     good = hashlib.sha256(official_url.payload).hexdigest()
-    monkeypatch.setenv(sam2_models.SHA256_ENV, "0" * 64)
+    monkeypatch.setenv(weights_mod.SHA256_ENV, "0" * 64)
     with pytest.raises(WeightsUnavailable, match="checksum mismatch"):
         fetch_checkpoint("sam2.1_hiera_t")
     assert not list((tmp_path / "fastsam2-cache").glob("*.pt")), "a file that failed its check is not kept"
-    monkeypatch.setenv(sam2_models.SHA256_ENV, good)
+    monkeypatch.setenv(weights_mod.SHA256_ENV, good)
     path = fetch_checkpoint("sam2.1_hiera_t")
     assert path.read_bytes() == official_url.payload
     assert path.with_name(path.name + ".sha256").read_text().split()[0] == good
@@ -114,3 +126,26 @@ def test_help_shows_the_cache_locations(offline_hub):
     assert "HF_HUB_CACHE" in opts._checkpoint_help() and str(offline_hub) in opts._checkpoint_help()
     r = CliRunner().invoke(main, ["run", "--help"], terminal_width=400)
     assert "HF_HUB_CACHE" in r.output and "FASTSAM2_CACHE" in r.output
+
+
+def test_detector_download_is_checked_against_the_registry_digest(official_url, monkeypatch, tmp_path):
+    """torchvision's file names carry a SHA-256 prefix; our one download path checks it."""
+    from fastsam2.models.detector import RANDOM_ARCH
+    from fastsam2.models.weights import fetch_detector_weights, torchvision_cache_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = f"http://127.0.0.1:{official_url.server_address[1]}/detector-0badc0de.pth"
+    good = hashlib.sha256(official_url.payload).hexdigest()[:8]
+
+    def registered(digest):
+        monkeypatch.setitem(REGISTRY, RANDOM_ARCH, dataclasses.replace(REGISTRY[RANDOM_ARCH], url=url, sha256=digest))
+
+    registered("0badc0de")
+    with pytest.raises(WeightsUnavailable, match="not in torchvision's cache"):
+        fetch_detector_weights(RANDOM_ARCH)  # no download unless allowed
+    with pytest.raises(WeightsUnavailable, match="checksum mismatch"):
+        fetch_detector_weights(RANDOM_ARCH, download=True)
+    assert not torchvision_cache_path(RANDOM_ARCH).exists(), "a file that failed its check is not kept"
+    registered(good)
+    path = fetch_detector_weights(RANDOM_ARCH, download=True)
+    assert path == torchvision_cache_path(RANDOM_ARCH) and path.read_bytes() == official_url.payload

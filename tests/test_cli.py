@@ -34,9 +34,12 @@ def test_bad_option_values_name_the_option(tmp_path, flag, value, message):
 
 def test_no_checkpoint_and_no_network_names_both_ways_out(tmp_path, monkeypatch):
     # An unroutable URL stands in for "no network": the download must fail fast and clearly.
-    from fastsam2.models import sam2 as sam2_models
+    import dataclasses
 
-    monkeypatch.setitem(sam2_models.CHECKPOINT_URLS, "sam2.1_hiera_t", "http://127.0.0.1:9/sam2.1_hiera_tiny.pt")
+    from fastsam2.models.weights import REGISTRY
+
+    offline = dataclasses.replace(REGISTRY["sam2.1_hiera_t"], url="http://127.0.0.1:9/sam2.1_hiera_tiny.pt")
+    monkeypatch.setitem(REGISTRY, "sam2.1_hiera_t", offline)
     (tmp_path / "in").mkdir()
     r = invoke("run", str(tmp_path / "in"), "-o", str(tmp_path / "o"))
     assert r.exit_code == 1

@@ -6,18 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from fastsam2.models.detector import (
-    RANDOM_ARCH,
-    Proposal,
-    ProposalModel,
-    torchvision_cache_path,
-)
-from fastsam2.models.sam2 import WeightsUnavailable
+from fastsam2.models.detector import RANDOM_ARCH, Proposal, ProposalModel
+from fastsam2.models.factory import load_detector
+from fastsam2.models.weights import WeightsUnavailable, torchvision_cache_path
 
 
 @pytest.fixture(scope="module")
 def proposer() -> ProposalModel:
-    return ProposalModel(weights=None, device="cpu")
+    return ProposalModel(load_detector(weights=None, device="cpu"))
 
 
 def _frame(h: int = 180, w: int = 240, seed: int = 0) -> np.ndarray:
@@ -54,14 +50,14 @@ def test_batch_matches_single_and_is_deterministic(proposer):
     batch = proposer.propose_batch([a, b])
     assert len(batch) == 2
     np.testing.assert_allclose([p.score for p in batch[0][:20]], [p.score for p in single[:20]], atol=1e-5)
-    again = ProposalModel(weights=None, device="cpu").propose(a)
+    again = ProposalModel(load_detector(weights=None, device="cpu")).propose(a)
     assert [p.box for p in again[:10]] == [p.box for p in single[:10]]
 
 
 def test_weights_from_a_local_file(proposer, tmp_path):
     path = tmp_path / "detector.pt"
     torch.save({"model": proposer.model.state_dict()}, path)
-    loaded = ProposalModel(weights=str(path), arch=RANDOM_ARCH, device="cpu")
+    loaded = ProposalModel(load_detector(weights=str(path), arch=RANDOM_ARCH, device="cpu"))
     assert not loaded.random_weights
     frame = _frame(seed=3)
     assert [p.box for p in loaded.propose(frame)[:5]] == [p.box for p in proposer.propose(frame)[:5]]
@@ -71,8 +67,8 @@ def test_missing_weights_name_their_cause(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert str(torchvision_cache_path(RANDOM_ARCH)).startswith(str(tmp_path))
     with pytest.raises(WeightsUnavailable, match="not in torchvision's cache"):
-        ProposalModel(weights="default", arch=RANDOM_ARCH, device="cpu")
+        ProposalModel(load_detector(weights="default", arch=RANDOM_ARCH, device="cpu"))
     with pytest.raises(WeightsUnavailable, match="not found"):
-        ProposalModel(weights=str(tmp_path / "nope.pt"), arch=RANDOM_ARCH, device="cpu")
+        ProposalModel(load_detector(weights=str(tmp_path / "nope.pt"), arch=RANDOM_ARCH, device="cpu"))
     with pytest.raises(ValueError, match="unknown detector"):
-        ProposalModel(weights=None, arch="yolo", device="cpu")
+        ProposalModel(load_detector(weights=None, arch="yolo", device="cpu"))

@@ -375,29 +375,29 @@ def test_changed_settings_on_resume_stop_with_one_line(tmp_path, frames):
 
 def test_sam2_checkpoints_load_through_the_safe_loader(tmp_path):
     from fastsam2.models.checkpoint import UnsafeCheckpoint
-    from fastsam2.models.sam2 import build_video_predictor
+    from fastsam2.models.factory import load_sam2
 
-    ref = build_video_predictor(image_size=256, device="cpu", random_weights=True, seed=1)
+    ref = load_sam2(image_size=256, device="cpu", random_weights=True, seed=1).model
     torch.save({"model": ref.state_dict()}, tmp_path / "good.pt")
-    loaded = build_video_predictor(checkpoint=str(tmp_path / "good.pt"), image_size=256, device="cpu", seed=2)
+    loaded = load_sam2(checkpoint=str(tmp_path / "good.pt"), image_size=256, device="cpu", seed=2).model
     name, param = next(iter(ref.state_dict().items()))
     assert torch.equal(loaded.state_dict()[name], param)  # the file's weights, not seed 2's
     marker = tmp_path / "pwned"
     torch.save({"model": {}, "x": _RunsCode(f"touch {marker}")}, tmp_path / "evil.pt")
     with pytest.raises(UnsafeCheckpoint):
-        build_video_predictor(checkpoint=str(tmp_path / "evil.pt"), image_size=256, device="cpu")
+        load_sam2(checkpoint=str(tmp_path / "evil.pt"), image_size=256, device="cpu")
     assert not marker.exists()
 
 
 @pytest.mark.parametrize("flag", ["--sam2-checkpoint", "--detector-weights"])
 def test_malicious_model_weights_are_refused_on_the_driver(flag, tmp_path, frames, monkeypatch):
-    from fastsam2.models import sam2 as sam2_models
+    from fastsam2.models import weights
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     torch.save({"model": {}, "x": _RunsCode(f"touch {marker}")}, evil)
     # The CLI's own download check accepts a local file as it is; what is in it is checked before Ray.
-    monkeypatch.setattr(sam2_models, "fetch_checkpoint", lambda *a, **k: evil)
+    monkeypatch.setattr(weights, "fetch_checkpoint", lambda *a, **k: evil)
     r = invoke("run", frames, "-o", tmp_path / "out", "--point", "5,5", flag, evil)
     assert r.exit_code == 2, r.output
     assert flag in r.output and "run code" in r.output and "Traceback" not in r.output

@@ -15,7 +15,8 @@ import torch
 from fastsam2.config import JobConfig
 from fastsam2.labeling import label_video
 from fastsam2.models.detector import Proposal
-from fastsam2.models.sam2 import STOCK_PREDICTOR, build_video_predictor
+from fastsam2.models.factory import load_sam2
+from fastsam2.models.sam2 import STOCK_PREDICTOR
 from fastsam2.output import write_video
 from fastsam2.prompts.click import CoarseMasker
 from fastsam2.prompts.multi import (
@@ -30,7 +31,7 @@ from fastsam2.prompts.multi import (
 from fastsam2.schema import table_from_rows
 from fastsam2.sources import discover
 from fastsam2.synthetic import GroundTruthProposer, three_shapes_and_a_late_one, write_frames
-from fastsam2.tracking.factory import build_tracker
+from fastsam2.tracking.factory import build_tracker, load_tracker_sam2
 from fastsam2.tracking.pruned_predictor import OBJECT_TEXT_KEY, PREDICTOR_TARGET, STATS_KEY
 
 
@@ -148,8 +149,8 @@ def test_keep_one_with_three_objects_is_stock_sam2(video, masker, tmp_path):
     folder = str(tmp_path / "JPEGImages" / "480p" / short.name)
 
     def run(target, texts):
-        pred = build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
-                                     predictor_target=target)
+        pred = load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
+                                     predictor_target=target).model
         state = pred.init_state(folder)
         for o in prompts:
             if texts:
@@ -182,8 +183,8 @@ def test_each_object_routes_on_its_own_phrase(video, masker):
     objects without one against the video's."""
     from fastsam2.tracking.router import build_router
 
-    pred = build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
-                                 predictor_target=PREDICTOR_TARGET)
+    pred = load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
+                                 predictor_target=PREDICTOR_TARGET).model
     router = build_router("clip", "none", clip_model="fastsam2-tiny", clip_random_weights=True)
     pred.configure_pruning(keep_ratio=0.5, router=router)
     seen: list[tuple[int, str]] = []
@@ -214,10 +215,11 @@ def test_late_object_starts_on_its_own_frame(video, masker, tmp_path, bidirectio
     task.objects = _three_prompts(video, masker)
     cfg = JobConfig(inputs=["x"], output=str(tmp_path / "out"), model={"random_weights": True, "image_size": 128, "device": "cpu"},
                     pruning={"keep_ratio": 1.0}, prompts={"detect_every": 3, "bidirectional": bidirectional})
-    tracker = build_tracker(cfg)
+    sam2 = load_tracker_sam2(cfg)
+    tracker = build_tracker(cfg, sam2)
     # Test double: the RPN's trained weights are not here, and random SAM2 masks cannot tell old
     # objects from new; this proposer reports only the shape that enters (what exclusion leaves).
-    det = NewObjectDetector(GroundTruthProposer(video, only={4}), CoarseMasker(tracker.predictor), MultiObjectSettings())
+    det = NewObjectDetector(GroundTruthProposer(video, only={4}), CoarseMasker(sam2), MultiObjectSettings())
     res = label_video(task, tracker, cfg, detector=det.for_video(task))
 
     frames_of = {}

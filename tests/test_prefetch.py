@@ -99,7 +99,7 @@ def test_tracker_surfaces_decode_errors_and_leaves_no_thread():
     import numpy as np
 
     from fastsam2.config import ObjectPrompt
-    from fastsam2.models.sam2 import build_video_predictor
+    from fastsam2.models.factory import load_sam2
     from fastsam2.synthetic import first_frame_prompts, make_video
     from fastsam2.tracking.streaming import StreamingTracker
 
@@ -111,7 +111,7 @@ def test_tracker_surfaces_decode_errors_and_leaves_no_thread():
         yield video.frames[1]
         raise VideoReadError("decoding v.mp4 failed: invalid data at frame 2")
 
-    p = build_video_predictor("sam2.1_hiera_t", image_size=128, device="cpu", random_weights=True)
+    p = load_sam2("sam2.1_hiera_t", image_size=128, device="cpu", random_weights=True).model
     tracker = StreamingTracker(p)
     seen = []
     with pytest.raises(VideoReadError, match="invalid data at frame 2"):

@@ -114,11 +114,12 @@ def test_missing_models_and_proposals_are_named():
 @pytest.fixture(scope="module")
 def models():
     from fastsam2.models.detector import ProposalModel
+    from fastsam2.models.factory import load_detector
     from fastsam2.prompts.caption import make_captioner
     from fastsam2.prompts.click import CoarseMasker
 
     return (
-        ProposalModel(weights=None, device="cpu"),
+        ProposalModel(load_detector(weights=None, device="cpu")),
         CoarseMasker(image_size=256, random_weights=True, device="cpu"),
         make_captioner("vllm", random_weights=True, device="cpu", max_new_tokens=12),
     )

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fastsam2.config import JobConfig
-from fastsam2.models.clip import ClipWeightsUnavailable, load_clip
+from fastsam2.models.factory import load_clip
+from fastsam2.models.weights import ClipWeightsUnavailable
 from fastsam2.prompts.grounding import NoMatchingObject, RegionTextScorer, select_by_text
 from fastsam2.prompts.multi import FoundObject
 from fastsam2.stages import ProposeStage

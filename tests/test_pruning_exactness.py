@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastsam2.models.sam2 import STOCK_PREDICTOR, build_video_predictor
+from fastsam2.models.factory import load_sam2
+from fastsam2.models.sam2 import STOCK_PREDICTOR
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import memory_bank_bytes
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
@@ -23,9 +24,9 @@ CLICK = [[48.0, 60.0]]
 
 
 def track(target: str, video: Path, **pruning) -> tuple[dict, dict[int, torch.Tensor]]:
-    predictor = build_video_predictor(
+    predictor = load_sam2(
         "sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True, predictor_target=target
-    )
+    ).model
     if pruning:
         predictor.configure_pruning(**pruning)
     state = predictor.init_state(str(video))

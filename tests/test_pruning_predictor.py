@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastsam2.models.clip import load_clip
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_clip
+from fastsam2.models.factory import load_sam2
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import INDICES_KEY, memory_bank_bytes, memory_bank_stats
 from fastsam2.tracking.pruned_predictor import (
@@ -33,9 +33,9 @@ def video(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def predictor() -> PrunedSAM2VideoPredictor:
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    p = build_video_predictor(
+    p = load_sam2(
         "sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True, predictor_target=PREDICTOR_TARGET
-    )
+    ).model
     assert isinstance(p, PrunedSAM2VideoPredictor)
     return p
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_sam2
 from fastsam2.tracking.memory_bank import INDICES_KEY, windows
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
 from helpers import write_disc_video
@@ -39,8 +39,8 @@ REFERENCE_TARGET = "pruning_reference.ReferencePrunedPredictor"
 
 
 def _build(target: str):
-    return build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
-                                 predictor_target=target, extra_overrides=WINDOW_OVERRIDES)
+    return load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
+                                 predictor_target=target, extra_overrides=WINDOW_OVERRIDES).model
 
 
 def _track(predictor, video: Path) -> tuple[dict, dict[int, torch.Tensor]]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sam2.modeling.backbones.hieradet import Hiera
 
-from fastsam2.models.clip import load_clip
+from fastsam2.models.factory import load_clip
 from fastsam2.tracking.router import Router, RouterConfig, RouterMLP, build_router, select_tokens
 from fastsam2.tracking.signals import (
     ClipDenseSimilarity,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fastsam2.config import ObjectPrompt
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_sam2
 from fastsam2.synthetic import first_frame_prompts, make_video
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
 from fastsam2.tracking.runtime import ComponentTimer, autocast_dtype, resolve_precision
@@ -34,8 +34,8 @@ def test_precision_resolution():
 
 
 def test_bf16_autocast_on_cpu_stays_close_to_fp32():
-    p = build_video_predictor("sam2.1_hiera_t", image_size=128, device="cpu", random_weights=True,
-                              predictor_target=PREDICTOR_TARGET)
+    p = load_sam2("sam2.1_hiera_t", image_size=128, device="cpu", random_weights=True,
+                              predictor_target=PREDICTOR_TARGET).model
     p.configure_pruning(keep_ratio=0.3)  # router + subset attention + pruned bank under autocast
     video = make_video("v", num_frames=3, height=64, width=80, seed=3)
     prompt = first_frame_prompts(video)[0]

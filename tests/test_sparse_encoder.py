@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastsam2.config import PruningConfig
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_sam2
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
 from fastsam2.tracking.sparse_encoder import (
     ENCODER_CACHE_KEY,
@@ -25,8 +25,8 @@ SIZE = 256
 @pytest.fixture(scope="module")
 def predictor():
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    return build_video_predictor("sam2.1_hiera_t", image_size=SIZE, device="cpu", random_weights=True,
-                                 predictor_target=PREDICTOR_TARGET)
+    return load_sam2("sam2.1_hiera_t", image_size=SIZE, device="cpu", random_weights=True,
+                                 predictor_target=PREDICTOR_TARGET).model
 
 
 def frames(n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -200,8 +200,8 @@ def test_config_validation():
 
 
 def _track(video, sparsity: EncoderSparsityConfig | None, keep: float, points):
-    p = build_video_predictor("sam2.1_hiera_t", image_size=SIZE, device="cpu", random_weights=True,
-                              predictor_target=PREDICTOR_TARGET)
+    p = load_sam2("sam2.1_hiera_t", image_size=SIZE, device="cpu", random_weights=True,
+                              predictor_target=PREDICTOR_TARGET).model
     p.configure_pruning(keep_ratio=keep)
     p.configure_encoder_sparsity(sparsity)
     state = p.init_state(str(video))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastsam2.config import ObjectPrompt
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_sam2
 from fastsam2.sources import FrameReader, discover
 from fastsam2.synthetic import first_frame_prompts, make_video, write_frames
 from fastsam2.tracking.memory_bank import windows
@@ -16,7 +16,7 @@ from fastsam2.tracking.streaming import PromptError, StreamedFrames, StreamingTr
 
 @pytest.fixture(scope="module")
 def predictor():
-    return build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True)
+    return load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True).model
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_memory_bank_stops_growing_once_windows_are_full(predictor):
     video = make_video("long", num_frames=n, height=64, width=64, seed=4)
     prompt = first_frame_prompts(video)[0]
     objs = [ObjectPrompt(obj_id=1, point=prompt["point"])]
-    small = build_video_predictor("sam2.1_hiera_t", image_size=128, device="cpu", random_weights=True)
+    small = load_sam2("sam2.1_hiera_t", image_size=128, device="cpu", random_weights=True).model
     bounded = [r.memory_bank_bytes for r in StreamingTracker(small).track(video.frames, n, 64, 64, objs)]
     unbounded = [r.memory_bank_bytes for r in StreamingTracker(small, bounded_memory=False).track(video.frames, n, 64, 64, objs)]
     assert unbounded[-1] > unbounded[ptr_window] > unbounded[1]  # grows linearly

@@ -7,7 +7,7 @@ import json
 import torch
 from click.testing import CliRunner
 
-from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.models.factory import load_sam2
 from fastsam2.cli.tracking import train_router_command
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
 from fastsam2.tracking.router import build_router
@@ -39,7 +39,7 @@ def test_train_router_loss_falls(shared_data, tmp_path):
     # The saved router drives the pruned predictor (same CLIP config, random weights).
     router = build_router(router_weights=out, clip_model="fastsam2-tiny", clip_random_weights=True)
     assert router.mlp is not None and router.config.semantic == "clip"
-    predictor = build_video_predictor("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
-                                      predictor_target=PREDICTOR_TARGET)
+    predictor = load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
+                                      predictor_target=PREDICTOR_TARGET).model
     predictor.configure_pruning(keep_ratio=0.3, router=router)
     assert predictor.router is router

@@ -31,7 +31,7 @@ def _floats(value: str | None, n: int, name: str) -> list[float] | None:
 
 
 def _checkpoint_help() -> str:
-    from fastsam2.models.sam2 import cache_dir, hub_cache_dir
+    from fastsam2.models.weights import cache_dir, hub_cache_dir
 
     return (f"Checkpoint path or URI. Default: the official one, from the Hugging Face cache (HF_HUB_CACHE, here "
             f"{hub_cache_dir()}), else downloaded once (checksum checked) into FASTSAM2_CACHE (here {cache_dir()}).")

@@ -16,7 +16,7 @@ def _check_weights(cfg: JobConfig) -> None:
     """Fail fast on the driver when no checkpoint can be had (instead of in every actor)."""
     if cfg.model.random_weights:
         return
-    from fastsam2.models.sam2 import WeightsUnavailable, fetch_checkpoint
+    from fastsam2.models.weights import WeightsUnavailable, fetch_checkpoint
 
     try:
         fetch_checkpoint(cfg.model.sam2_config, cfg.model.sam2_checkpoint, cfg.storage_options)
@@ -89,7 +89,7 @@ def demo(output: str, image_size: int, num_frames: int, device: str, random_weig
                     model={"image_size": image_size, "device": device, "random_weights": random_weights},
                     prompts={"mode": "user"})
     if not cfg.model.random_weights:
-        from fastsam2.models.sam2 import WeightsUnavailable, fetch_checkpoint
+        from fastsam2.models.weights import WeightsUnavailable, fetch_checkpoint
 
         try:
             fetch_checkpoint(cfg.model.sam2_config)

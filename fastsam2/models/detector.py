@@ -5,36 +5,30 @@ objectness score says "something is here" without naming a class, which is what
 an auto prompt needs for objects outside COCO's 80 classes. The ROI heads are
 built (so full detector checkpoints load strictly) but never called.
 
-Weights: torchvision's pretrained detector, read from torchvision's cache
-(``$TORCH_HOME/hub/checkpoints``) or a local file, downloaded into that cache
-only when ``download=True``; or random weights for tests and smoke runs, said in
-the log and recorded on the model (``random_weights``).
+Weights are loaded by :func:`fastsam2.models.factory.load_detector` (torchvision's
+pretrained detector from its cache, or a local file, or random weights for tests
+and smoke runs, said in the log and recorded on the bundle).
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
-from fastsam2.models.sam2 import WeightsUnavailable, resolve_device
+from fastsam2.models.weights import REGISTRY, known_weights
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from fastsam2.models.factory import ModelBundle
 
 #: Detector used with pretrained weights (the strongest RPN torchvision ships).
 DEFAULT_ARCH = "fasterrcnn_resnet50_fpn_v2"
 #: Detector used with random weights: same classes, fast on CPU.
 RANDOM_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
-ARCHS = (
-    "fasterrcnn_resnet50_fpn",
-    "fasterrcnn_resnet50_fpn_v2",
-    "fasterrcnn_mobilenet_v3_large_fpn",
-    "fasterrcnn_mobilenet_v3_large_320_fpn",
-)
+#: The torchvision detectors we know (the registry's entries for them).
+ARCHS: tuple[str, ...] = tuple(k for k in REGISTRY if k.startswith("fasterrcnn"))
 
 
 class Proposal(NamedTuple):
@@ -44,59 +38,14 @@ class Proposal(NamedTuple):
     score: float
 
 
-def _builder_and_weights(arch: str):
+def detector_builder(arch: str):
+    """torchvision's builder function for ``arch`` (a named ValueError for an unknown one)."""
     from torchvision.models import detection
 
-    if arch not in ARCHS:
-        raise ValueError(f"unknown detector {arch!r}; choose one of {list(ARCHS)}")
-    weights_enum = {
-        "fasterrcnn_resnet50_fpn": detection.FasterRCNN_ResNet50_FPN_Weights,
-        "fasterrcnn_resnet50_fpn_v2": detection.FasterRCNN_ResNet50_FPN_V2_Weights,
-        "fasterrcnn_mobilenet_v3_large_fpn": detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights,
-        "fasterrcnn_mobilenet_v3_large_320_fpn": detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights,
-    }[arch]
-    return getattr(detection, arch), weights_enum.DEFAULT
+    return getattr(detection, known_weights(arch, "detector").name)
 
 
-def torchvision_cache_path(arch: str) -> Path:
-    """Where torchvision keeps (or would download) the pretrained ``arch`` checkpoint."""
-    _, weights = _builder_and_weights(arch)
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-
-
-def load_detector_state(arch: str, weights: str, download: bool = False) -> dict:
-    """Resolve ``weights`` (``"default"`` or a file path) to a state dict.
-
-    ``"default"`` means torchvision's pretrained checkpoint for ``arch``, read
-    from torchvision's cache; with ``download`` it is fetched there when absent.
-    A file may hold the state dict itself or ``{"model": state_dict}``.
-    """
-    if weights == "default":
-        path = torchvision_cache_path(arch)
-        if not path.is_file():
-            if not download:
-                raise WeightsUnavailable(
-                    f"pretrained {arch} weights not in torchvision's cache ({path}); pass "
-                    "--detector-weights FILE, allow the download, or use --random-weights"
-                )
-            _, enum = _builder_and_weights(arch)
-            try:
-                return enum.get_state_dict(progress=False, check_hash=True)
-            except Exception as exc:  # noqa: BLE001 - re-raised with a named cause
-                raise WeightsUnavailable(f"could not download {arch} weights from {enum.url}: {exc}") from exc
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailable(f"detector weights file not found: {path}")
-    from fastsam2.models.checkpoint import load_mapping
-
-    state = load_mapping(path, "detector weights")
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return state
-
-
-def _calibrate_batchnorm(model: torch.nn.Module, seed: int) -> None:
+def calibrate_batchnorm(model: torch.nn.Module, seed: int) -> None:
     """Give a random backbone BatchNorm statistics from one pass over fixed noise.
 
     A plain random init drives MobileNet-V3's features to ~1e-8, so every
@@ -125,38 +74,15 @@ def _calibrate_batchnorm(model: torch.nn.Module, seed: int) -> None:
 class ProposalModel:
     """Faster R-CNN's RPN as a class-agnostic box proposer; load once, call per frame.
 
-    ``weights``: ``"default"`` (torchvision's pretrained checkpoint, from its
-    cache), a file path, or ``None`` for random weights (the same as
-    ``random_weights=True``). ``arch`` defaults to :data:`DEFAULT_ARCH` with
-    pretrained weights and to the fast :data:`RANDOM_ARCH` with random ones.
+    Built around the bundle :func:`fastsam2.models.factory.load_detector` returns
+    (its ``model`` is the torchvision detector, its ``name`` the architecture).
     """
 
-    def __init__(
-        self,
-        weights: str | None = "default",
-        *,
-        arch: str | None = None,
-        random_weights: bool = False,
-        device: str | torch.device = "auto",
-        download: bool = False,
-        post_nms_top_n: int = 300,
-        seed: int = 0,
-    ) -> None:
-        random_weights = random_weights or weights is None
-        self.arch = arch or (RANDOM_ARCH if random_weights else DEFAULT_ARCH)
-        self.random_weights = random_weights
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        builder, _ = _builder_and_weights(self.arch)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            # weights_backbone=None: never reach for ImageNet weights behind our back.
-            model = builder(weights=None, weights_backbone=None, rpn_post_nms_top_n_test=post_nms_top_n)
-        if random_weights:
-            log.warning("region proposals: %s with RANDOM weights: boxes and objectness are noise", self.arch)
-            _calibrate_batchnorm(model, seed)
-        else:
-            model.load_state_dict(load_detector_state(self.arch, weights, download=download))
-        self.model = model.eval().to(self.device)
+    def __init__(self, detector: ModelBundle) -> None:
+        self.model = detector.model
+        self.arch = detector.name
+        self.random_weights = detector.random_weights
+        self.device = next(self.model.parameters()).device
 
     @property
     def name(self) -> str:

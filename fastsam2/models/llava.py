@@ -10,15 +10,10 @@ words it produces are noise.
 
 from __future__ import annotations
 
-import logging
 import string
 from pathlib import Path
 
 import torch
-
-from fastsam2.models.sam2 import WeightsUnavailable, resolve_device
-
-log = logging.getLogger(__name__)
 
 DEFAULT_LLAVA = "llava-hf/llava-1.5-7b-hf"
 #: The name recorded for the tiny random model (it has no hub id).
@@ -167,40 +162,3 @@ def save_tiny_llava(path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
-
-
-def load_llava(
-    model_id: str = DEFAULT_LLAVA,
-    *,
-    random_weights: bool = False,
-    device: str | torch.device = "auto",
-    dtype: torch.dtype | None = None,
-):
-    """Return ``(model, processor, name)`` ready for generation on ``device``.
-
-    ``random_weights`` builds the tiny model (no download, words are noise) and
-    says so in the log. Otherwise ``model_id`` is an hf hub id (resolved through
-    the local hf cache, downloaded there if allowed) or a local folder; a failure
-    raises :class:`WeightsUnavailable` naming the model.
-    """
-    dev = resolve_device(device) if isinstance(device, str) else device
-    if random_weights:
-        log.warning(
-            "captioner: tiny LLaVA with RANDOM weights instead of %s: captions are noise", model_id
-        )
-        model, processor = build_tiny_llava()
-        return model.to(dev), processor, TINY_LLAVA_NAME
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    if dtype is None:
-        dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    try:
-        processor = AutoProcessor.from_pretrained(model_id)
-        model = LlavaForConditionalGeneration.from_pretrained(model_id, dtype=dtype)
-    except Exception as exc:  # noqa: BLE001 - re-raised with a named cause
-        raise WeightsUnavailable(
-            f"could not load LLaVA {model_id!r} ({exc}). Put it in the hf cache (HF_HOME), pass a "
-            "local folder with --caption-model, or use --random-weights for a smoke test."
-        ) from exc
-    processor.tokenizer.padding_side = "left"
-    return model.to(dev).eval(), processor, model_id

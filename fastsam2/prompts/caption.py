@@ -180,11 +180,12 @@ class TransformersCaptioner(RegionCaptioner):
 
     def __init__(self, model: str = DEFAULT_LLAVA, *, random_weights: bool = False, device: str = "auto",
                  region_mode: str = "crop", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> None:
-        from fastsam2.models.llava import load_llava
+        from fastsam2.models.factory import load_llava
 
-        self.hf_model, self.processor, name = load_llava(model, random_weights=random_weights, device=device)
-        super().__init__(name, region_mode=region_mode, max_new_tokens=max_new_tokens,
-                         random_weights=random_weights)
+        llava = load_llava(model, random_weights=random_weights, device=device)
+        self.hf_model, self.processor = llava.model, llava.processor
+        super().__init__(llava.name, region_mode=region_mode, max_new_tokens=max_new_tokens,
+                         random_weights=llava.random_weights)
         tok = self.processor.tokenizer
         # Never let the model emit an image placeholder or padding as a "word".
         self._suppress = [i for i in (tok.convert_tokens_to_ids("<image>"), tok.pad_token_id) if i is not None]

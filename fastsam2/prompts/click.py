@@ -14,9 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from fastsam2.models.factory import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +85,14 @@ def representative_click(mask: np.ndarray, box: Sequence[float] | None = None) -
 class CoarseMasker:
     """SAM2 image prediction with a box prompt, for the click only (coarse is enough).
 
-    Pass an existing SAM2 model (any ``SAM2Base``, e.g. the video predictor the
-    run already built) to share its weights, or let it build one with
-    :func:`fastsam2.models.sam2.build_video_predictor`.
+    Pass a SAM2 bundle the run already loaded (e.g. the tracker's, from
+    :func:`fastsam2.models.factory.load_sam2`) to share its weights, or let it
+    load one.
     """
 
     def __init__(
         self,
-        sam_model=None,
+        sam2: ModelBundle | None = None,
         *,
         config_name: str = "sam2.1_hiera_t",
         checkpoint: str | None = None,
@@ -98,15 +102,13 @@ class CoarseMasker:
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        if sam_model is None:
-            from fastsam2.models.sam2 import build_video_predictor
+        if sam2 is None:
+            from fastsam2.models.factory import load_sam2
 
-            sam_model = build_video_predictor(
-                config_name, checkpoint, image_size=image_size, device=device, random_weights=random_weights
-            )
-        self.sam_model = sam_model
-        self.random_weights = bool(getattr(sam_model, "random_weights", random_weights))
-        self.name = getattr(sam_model, "config_name", config_name) + ("+random" if self.random_weights else "")
+            sam2 = load_sam2(config_name, checkpoint, image_size=image_size, device=device, random_weights=random_weights)
+        self.sam_model = sam_model = sam2.model
+        self.random_weights = sam2.random_weights
+        self.name = sam2.label
         self.predictor = SAM2ImagePredictor(sam_model)
         # The image predictor hard-codes the backbone grids of a 1024 px model
         # (256, 128, 64); derive them from the model's size (strides 4, 8, 16).

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastsam2.models.clip import ClipBundle
+from fastsam2.models.factory import ClipBundle
 from fastsam2.prompts.multi import FoundObject
 from fastsam2.prompts.region import crop_with_margin, pad_to_square
 

@@ -309,7 +309,10 @@ class Router:
             if image is None:
                 return entry["map"] if entry is not None else None
             box = relevance_box(prior, grid, cfg.crop_margin, cfg.crop_min_fraction) if cfg.semantic_crop else None
-            entry = {"frame": frame_idx, "text": text, "box": box, "map": self.clip.similarity(image, text, grid, box),
+            relevance = self.clip.similarity(image, text, grid, box)
+            if relevance is None:  # CLIP turned out to be unavailable: this signal drops out
+                return None
+            entry = {"frame": frame_idx, "text": text, "box": box, "map": relevance,
                      "prior": prior.clone() if has_prior else None}
             entries[obj_key] = entry
             cache["keyframes"] = cache.get("keyframes", 0) + 1
@@ -348,14 +351,19 @@ def build_router(
     clip_model: str = "ViT-B-16",
     clip_pretrained: str | None = "openai",
     clip_random_weights: bool = False,
+    clip_weights_dtype: torch.dtype | None = torch.bfloat16,
     router_weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     **config: Any,
 ) -> Router:
     """Router from CLI-style options.
 
-    Loads CLIP when the semantic mode needs it, and the trained MLP when
-    ``router_weights`` is given. ``None`` for ``semantic``/``uncertainty`` means
+    Prepares CLIP when the semantic mode needs it: the model is built on the
+    first phrase (a run without text never holds it or imports open_clip), its
+    weight matrices stored as ``clip_weights_dtype`` (bf16: half the bytes, fp32
+    arithmetic; ``None`` keeps fp32); weights that cannot be had then drop text
+    relevance with a warning (see :class:`ClipDenseSimilarity`). Loads the
+    trained MLP when ``router_weights`` is given. ``None`` for ``semantic``/``uncertainty`` means
     the saved config's value (with weights) or the default (``clip`` and
     ``closed_form``); so does ``None`` for any other ``RouterConfig`` field.
     """
@@ -370,11 +378,15 @@ def build_router(
         effective = RouterConfig.from_dict(overrides)
     clip = None
     if effective.semantic == "clip":  # paper mode only uses the text norm: no CLIP needed
-        from fastsam2.models.clip import load_clip
+        import functools
 
-        clip = ClipDenseSimilarity(
-            load_clip(clip_model, clip_pretrained, random_weights=clip_random_weights, device=device)
-        )
+        from fastsam2.models.factory import load_clip
+
+        if clip_pretrained is None and not clip_random_weights:
+            raise ValueError("pass clip_pretrained=<tag or path> or clip_random_weights=True")
+        clip = ClipDenseSimilarity(functools.partial(load_clip, clip_model, clip_pretrained, device=device,
+                                                     random_weights=clip_random_weights,
+                                                     weights_dtype=clip_weights_dtype))
     if router_weights is not None:
         return Router.from_weights(router_weights, clip=clip, **overrides)
     return Router(effective, clip=clip)

@@ -172,19 +172,18 @@ def train_mlp(with_text: list[torch.Tensor], without_text: list[torch.Tensor], t
 
 def train_router(cfg: TrainConfig, on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
     """Extract features, train the fusion MLP, save it; returns the loss curve."""
-    from fastsam2.models.sam2 import build_video_predictor, resolve_device
+    from fastsam2.models.factory import load_clip, load_sam2
+    from fastsam2.models.weights import resolve_device
 
     random.seed(cfg.seed)
     device = resolve_device(cfg.device)
     frames = davis_frames(cfg.data_root, cfg.resolution, cfg.sequences, cfg.frames_per_sequence, cfg.frame_stride)
-    predictor = build_video_predictor(
+    predictor = load_sam2(
         cfg.sam2_config, cfg.sam2_checkpoint, image_size=cfg.image_size, device=device,
         random_weights=cfg.random_weights, seed=cfg.seed,
-    )
+    ).model
     clip = None
     if cfg.semantic == "clip":
-        from fastsam2.models.clip import load_clip
-
         clip = ClipDenseSimilarity(
             load_clip(cfg.clip_model, cfg.clip_pretrained, random_weights=cfg.clip_random_weights, device=device)
         )

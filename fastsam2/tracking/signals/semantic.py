@@ -24,11 +24,17 @@ It is kept as ``paper`` mode only to compare against.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastsam2.models.clip import ClipBundle
+from fastsam2.models.factory import ClipBundle
+from fastsam2.models.weights import ClipWeightsUnavailable
+
+log = logging.getLogger(__name__)
 
 #: SAM2's input normalisation (``load_video_frames`` defaults).
 SAM2_MEAN = (0.485, 0.456, 0.406)
@@ -36,20 +42,50 @@ SAM2_STD = (0.229, 0.224, 0.225)
 
 
 class ClipDenseSimilarity:
-    """Patch-text cosine similarity from an open_clip model, on the SAM2 token grid."""
+    """Patch-text cosine similarity from an open_clip model, on the SAM2 token grid.
+
+    ``clip`` is a loaded bundle or a function that loads one: then nothing is
+    built until the first phrase is scored, so a pruned run whose videos have no
+    text never holds CLIP (about 600 MB for ViT-B/16 in fp32) beside SAM2. When
+    that first load finds no weights (no network, no cache), the warning says so
+    once and :meth:`similarity` returns None from then on: a run should not die
+    for want of one of the router's four signals. Text embeddings are computed
+    once per phrase and kept.
+    """
 
     def __init__(
         self,
-        clip: ClipBundle,
+        clip: ClipBundle | Callable[[], ClipBundle],
         sam_mean: tuple[float, float, float] = SAM2_MEAN,
         sam_std: tuple[float, float, float] = SAM2_STD,
     ) -> None:
-        self.clip = clip
+        self._clip = clip if isinstance(clip, ClipBundle) else None
+        self._load = None if isinstance(clip, ClipBundle) else clip
+        self.unavailable = False  # set when the deferred load found no weights
         self.sam_mean = torch.tensor(sam_mean).view(1, 3, 1, 1)
         self.sam_std = torch.tensor(sam_std).view(1, 3, 1, 1)
-        self.clip_mean = torch.tensor(clip.mean).view(1, 3, 1, 1)
-        self.clip_std = torch.tensor(clip.std).view(1, 3, 1, 1)
         self._text_cache: dict[str, Tensor] = {}
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the CLIP model has been built (it is built on first use when given a loader)."""
+        return self._clip is not None
+
+    @property
+    def clip(self) -> ClipBundle:
+        if self._clip is None:
+            self._clip = self._load()
+        return self._clip
+
+    def _available(self) -> bool:
+        """Load on first use; False (after one warning) when the weights cannot be had."""
+        if self._clip is None and not self.unavailable:
+            try:
+                self._clip = self._load()
+            except ClipWeightsUnavailable as exc:
+                self.unavailable = True
+                log.warning("%s -- routing without text relevance", exc)
+        return self._clip is not None
 
     @property
     def device(self) -> torch.device:
@@ -71,7 +107,8 @@ class ClipDenseSimilarity:
         size = size or self.clip.image_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return (x - self.clip_mean.to(x.device)) / self.clip_std.to(x.device)
+        mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (self.clip.mean, self.clip.std))
+        return (x - mean) / std
 
     def _embeds(self, clip_image: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Patch + class embeddings with positions, for any input size (multiple of the patch).
@@ -132,12 +169,15 @@ class ClipDenseSimilarity:
 
     @torch.no_grad()
     def similarity(self, sam_image: Tensor, text: str, grid: tuple[int, int],
-                   box: tuple[int, int, int, int] | None = None) -> Tensor:
-        """Cosine similarity of each SAM2 token's area with ``text``: [B, H*W].
+                   box: tuple[int, int, int, int] | None = None) -> Tensor | None:
+        """Cosine similarity of each SAM2 token's area with ``text``: [B, H*W]; None
+        when CLIP is unavailable.
 
         ``box`` = (y0, x0, y1, x1) in tokens (exclusive ends): only that region is
         scored (see the module notes); ``None`` scores the whole frame.
         """
+        if not self._available():
+            return None
         H, W = grid
         if box is None or tuple(box) == (0, 0, H, W):
             feats = self.dense_features(self.to_clip_input(sam_image))
