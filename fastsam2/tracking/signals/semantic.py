@@ -29,10 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastsam2.models.clip import ClipBundle
-
-#: SAM2's input normalisation (``load_video_frames`` defaults).
-SAM2_MEAN = (0.485, 0.456, 0.406)
-SAM2_STD = (0.229, 0.224, 0.225)
+from fastsam2.preprocess import SAM2_MEAN, SAM2_STD
 
 
 class ClipDenseSimilarity:
