@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         result["ray"] = r
         ok &= all(r["captions"])
     if args.compare_transformers:
-        from fastsam2.prompts.caption import TransformersCaptioner
+        from fastsam2.prompts.caption_transformers import TransformersCaptioner
 
         hf = TransformersCaptioner(model, device="cuda", max_new_tokens=args.max_new_tokens)
         result["transformers"] = {"captions": hf.caption(frames, boxes)}
