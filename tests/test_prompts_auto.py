@@ -207,8 +207,8 @@ def test_prompt_library_on_davis_with_random_models(shared_data, models):
     tasks, regions = [], []
     for seq in seqs:
         task = auto_task(seq.name)
-        frame = propose_prompts(task, _davis_frames(seq), proposer, masker, MultiObjectSettings(max_objects=3))
-        assert 1 <= len(task.objects) <= 3
+        frame = propose_prompts(task, _davis_frames(seq), proposer, masker, MultiObjectSettings(max_objects=2))
+        assert 1 <= len(task.objects) <= 2
         for o in task.objects:
             x0, y0, x1, y1 = o.box
             assert 0 <= x0 < x1 <= 854 and 0 <= y0 < y1 <= 480 and 0.5 < o.objectness <= 1
