@@ -60,7 +60,7 @@ def run_benchmark(n_videos: int = 50, frames: int = 3, image_size: int = 256, he
     """Make the videos, run the pipeline once, measure, check. Joins Ray if it is already up."""
     import ray
 
-    from fastsam2.cli import build_config
+    from fastsam2.cli.options import build_config
     from fastsam2.pipeline import run_pipeline
     from fastsam2.storage import read_table
     from fastsam2.synthetic import write_clip_dataset

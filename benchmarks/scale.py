@@ -111,7 +111,7 @@ def pad_done_markers(output: str, target: int) -> int:
 def run(n_videos: int, frames: int, image_size: int, listing_videos: int, num_cpus: int, track_actors: int) -> dict:
     import ray
 
-    from fastsam2.cli import build_config
+    from fastsam2.cli.options import build_config
     from fastsam2.pipeline import plan_tasks, run_pipeline
     from fastsam2.storage import done_video_ids, read_table
     from fastsam2.synthetic import write_clip_dataset

@@ -1,18 +1,25 @@
 """Typed job configuration (pydantic), with YAML in and out.
 
-The CLI builds a :class:`JobConfig` from flags and/or ``--config FILE``; the
-same object, serialised to JSON, travels to a cluster job, so ``run`` and
-``submit`` execute one code path.
+:func:`load_config` is the one way a config is built (a YAML/JSON file, JSON string or
+mapping, then overrides, then the model's own defaults): ``run`` and ``submit`` call it with
+their flags as overrides, the job entry point (``python -m fastsam2.job``) with its
+``--inputs`` / ``--output``. The same object, serialised to JSON, travels to a cluster job,
+so ``run`` and ``submit`` execute one code path. Per-stage resources are filled and checked
+from the stages' own declarations (:mod:`fastsam2.stage_specs`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from fastsam2.stage_specs import STAGE_SPECS, StageResources, default_stage_resources  # StageResources is still importable from here
 
 
 class ObjectPrompt(BaseModel):
@@ -52,41 +59,6 @@ class VideoTask(BaseModel):
     caption_model: str | None = None
     # Set when an earlier stage failed on this video: an errors/ row, passed through.
     error: dict | None = None
-
-
-class StageResources(BaseModel):
-    """Resources of one Ray stage: per-actor GPUs (fractional allowed), pool size, batch size."""
-
-    model_config = ConfigDict(extra="forbid")
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
-    min_actors: int = 1
-    max_actors: int = 1
-    batch_size: int = 1
-    # Custom Ray resources per actor, e.g. {"tracker": 1} to keep a stage on the nodes
-    # started with `ray start --resources '{"tracker": 8}'`.
-    resources: dict[str, float] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "StageResources":
-        if self.num_gpus < 0 or self.num_cpus < 0:
-            raise ValueError("num_gpus and num_cpus cannot be negative")
-        if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
-            raise ValueError(f"more than one GPU per actor must be a whole number, got {self.num_gpus}")
-        if not 1 <= self.min_actors <= self.max_actors:
-            raise ValueError(f"need 1 <= min_actors <= max_actors, got {self.min_actors} and {self.max_actors}")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        return self
-
-
-def default_resources() -> dict[str, StageResources]:
-    return {
-        "propose": StageResources(num_gpus=0.0, num_cpus=1),
-        "caption": StageResources(num_gpus=0.0, num_cpus=1),
-        "track": StageResources(num_gpus=0.0, num_cpus=1),
-        "write": StageResources(num_gpus=0.0, num_cpus=0.25),
-    }
 
 
 class ModelConfig(BaseModel):
@@ -212,7 +184,8 @@ class JobConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     pruning: PruningConfig = Field(default_factory=PruningConfig)
     prompts: PromptConfig = Field(default_factory=PromptConfig)
-    resources: dict[str, StageResources] = Field(default_factory=default_resources)
+    # Every stage's entry, filled from its declaration (fastsam2.stage_specs) where not given.
+    resources: dict[str, StageResources] = Field(default_factory=default_stage_resources)
     max_frames: int | None = None
     # Add to an output root whose recorded settings differ (see fastsam2.run_settings).
     allow_mixed_settings: bool = False
@@ -225,10 +198,6 @@ class JobConfig(BaseModel):
     # this long (seconds; 0: wait forever). See fastsam2/placement.py.
     placement_timeout_s: float = 60.0
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    # Test-only fault injection: kill the tracking actor's process once, at this frame;
-    # the marker file records that it happened (see stages.TrackStage).
-    fault_kill_at_frame: int | None = None
-    fault_marker: str | None = None
 
     @field_validator("max_frames")
     @classmethod
@@ -242,24 +211,117 @@ class JobConfig(BaseModel):
     def _plain_local_path(cls, v: str) -> str:
         return v[len("file://"):] if v.startswith("file://") else v
 
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _fill_stage_defaults(cls, v: Any) -> Any:
+        """Known stages only; a stage left out, or given in part, gets its declared defaults."""
+        if v is None:
+            return default_stage_resources()
+        if not isinstance(v, dict):
+            return v  # pydantic names the type error
+        unknown = sorted(str(k) for k in set(v) - set(STAGE_SPECS))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {sorted(STAGE_SPECS)}")
+        out: dict[str, Any] = {}
+        for name, spec in STAGE_SPECS.items():
+            given = v.get(name)
+            if isinstance(given, dict):
+                out[name] = {**spec.defaults.model_dump(), **given}
+            else:
+                out[name] = spec.defaults.model_copy(deep=True) if given is None else given
+        return out
+
     @field_validator("resources")
     @classmethod
-    def _known_stages(cls, v: dict[str, StageResources]) -> dict[str, StageResources]:
-        unknown = sorted(set(v) - set(default_resources()))
-        if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; stages are {sorted(default_resources())}")
+    def _stage_rules(cls, v: dict[str, StageResources], info: ValidationInfo) -> dict[str, StageResources]:
+        """Each stage's own rules (e.g. vLLM takes whole GPUs), checked for ``run`` and ``submit`` alike."""
+        prompts = info.data.get("prompts")
+        if prompts is not None:
+            for name, res in v.items():
+                STAGE_SPECS[name].check(res, prompts)
         return v
 
     def resource(self, stage: str) -> StageResources:
-        return self.resources.get(stage) or default_resources().get(stage, StageResources())
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> "JobConfig":
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls.model_validate(deep_merge(data, overrides))
+        return self.resources.get(stage) or STAGE_SPECS[stage].defaults
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class ConfigError(ValueError):
+    """A job config that cannot be read or is invalid: one line naming the cause, never the values.
+
+    ``validation`` holds pydantic's error when the config was read but is invalid, so a caller
+    can name its own flags (the CLI does).
+    """
+
+    def __init__(self, message: str, validation: ValidationError | None = None):
+        super().__init__(message)
+        self.validation = validation
+
+
+#: Where the job entry point (``python -m fastsam2.job``) reads a config when given none.
+CONFIG_ENV = "FASTSAM2_JOB_CONFIG"
+
+
+def read_config_file(path: str | Path, what: str | None = None) -> dict:
+    """A YAML/JSON config file as a mapping (YAML via safe_load); errors name the line, never the text."""
+    what = what or str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text())  # JSON is YAML too
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{what}: not valid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: not valid YAML ({type(exc).__name__})") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: job config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what}: cannot read it ({type(exc).__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what}: expected a mapping (inputs:, output:, model:, ...), got a {type(data).__name__}")
+    return data
+
+
+def load_config(source: str | Path | dict | None = None, overrides: dict | None = None, *,
+                what: str | None = None) -> JobConfig:
+    """The one way a :class:`JobConfig` is built: a source, then overrides, then the model's defaults.
+
+    ``source``: a YAML/JSON file path, a JSON string (``{...}``), a mapping, or None (nothing:
+    the overrides alone). ``overrides`` are merged over it (:func:`deep_merge`: None values are
+    ignored, mappings merge, everything else replaces). Missing fields, and per-stage resources
+    given in part, get their defaults from the model itself. ``what`` names the source in errors
+    (e.g. ``--config job.yaml``). Raises :class:`ConfigError`.
+    """
+    if isinstance(source, dict):
+        data = dict(source)
+    elif source is None:
+        data = {}
+    elif isinstance(source, str) and source.lstrip().startswith("{"):
+        try:
+            data = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{what or 'job config'}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{what or 'job config'}: expected a mapping (inputs:, output:, model:, ...)")
+    else:
+        data = read_config_file(source, what)
+    data = deep_merge(data, overrides or {})
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid job config: {describe_validation_error(exc)}", exc) from None
+
+
+def config_source(arg: str | None) -> str:
+    """The job entry point's config: its argument, else ``$FASTSAM2_JOB_CONFIG``."""
+    text = arg if arg is not None else os.environ.get(CONFIG_ENV)
+    if not text:
+        raise ConfigError(f"no job config: give a file path or JSON as the argument, or set {CONFIG_ENV}")
+    return text
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -14,8 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
-from fastsam2.placement import (  # GPU_DEFAULTS, gpu_plan, PlacementError: re-exported, their old home
-    GPU_DEFAULTS,  # noqa: F401
+from fastsam2.placement import (  # gpu_plan, PlacementError: re-exported, their old home
     ClusterGPUs,
     PlacementError,
     check_placeable,
@@ -23,11 +22,12 @@ from fastsam2.placement import (  # GPU_DEFAULTS, gpu_plan, PlacementError: re-e
     read_cluster,
 )
 from fastsam2.sources import InputError, discover
+from fastsam2.stage_specs import CAPTION, needed_stages
 from fastsam2.storage import is_remote, recorded_ids, strip_protocol
 
 log = logging.getLogger(__name__)
 
-#: Exit status of ``run``, ``demo`` and ``jobs/run_job.py``: every video ok or already done.
+#: Exit status of ``run``, ``demo`` and ``python -m fastsam2.job``: every video ok or already done.
 EXIT_OK = 0
 #: The run could not start: bad config, input, output root or weights (nothing was labelled).
 EXIT_SETUP = 2
@@ -55,6 +55,28 @@ class RunSummary:
 def exit_code(summary: RunSummary) -> int:
     """:data:`EXIT_VIDEOS_FAILED` when any video failed, else :data:`EXIT_OK`."""
     return EXIT_VIDEOS_FAILED if summary.failed else EXIT_OK
+
+
+RANDOM_BANNER = (
+    "!! RANDOM WEIGHTS: no trained checkpoint was used; masks, boxes and captions are meaningless. "
+    "Use this run for plumbing and speed only. !!"
+)
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The run's summary on stdout, as ``run``, ``demo`` and the job entry point print it."""
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    if summary.random_weights:
+        console.print(f"[bold red]{RANDOM_BANNER}[/]")
+    console.print(
+        f"[bold]{summary.ok}[/] video(s) labelled, [bold]{summary.failed}[/] failed, "
+        f"{summary.skipped} already done (of {summary.total}); {summary.masks} mask rows written."
+    )
+    for err in summary.errors:
+        console.print(f"  [red]error[/] {err}")
+    console.print(f"Results: {summary.output}/  (masks/, frames/, objects/, videos/, errors/ as Parquet)")
 
 
 def check_output_root(root: str) -> None:
@@ -199,14 +221,10 @@ def plan_stages(cfg: JobConfig, tasks: list[VideoTask], cluster: ClusterGPUs | N
 
     Raises :class:`~fastsam2.placement.PlacementError` when a stage can never be placed there.
     """
-    names = ["track", "write"]
-    auto = [t for t in tasks if t.prompt_source == "auto"]
-    if auto:
-        captions = cfg.prompts.caption_backend != "none" and any(not t.text for t in auto)
-        names = ["propose"] + (["caption"] if captions else []) + names
-    served = "caption" in names and caption_served(cfg)
+    names = needed_stages(cfg, tasks)
+    served = CAPTION.name in names and caption_served(cfg)
     cluster = cluster or read_cluster()
-    gpus = gpu_plan(cfg, [n for n in names if not (served and n == "caption")], cluster)
+    gpus = gpu_plan(cfg, [n for n in names if not (served and n == CAPTION.name)], cluster)
     check_placeable(cfg, gpus, cluster)
     return StagePlan(names, gpus, served)
 
@@ -215,20 +233,19 @@ def build_dataset(cfg: JobConfig, tasks: list[VideoTask], plan: StagePlan | None
     """The lazy Ray Dataset: one row per video in, one summary row per video out."""
     import ray
 
-    from fastsam2.stages import CaptionStage, ProposeStage, TrackStage, WriteStage
+    from fastsam2 import stages  # read at call time: a test may put a subclass of a stage in STAGE_CLASSES
 
-    classes = {"propose": ProposeStage, "caption": CaptionStage, "track": TrackStage, "write": WriteStage}
     plan = plan or plan_stages(cfg, tasks)
     config_json = cfg.model_dump_json()
     rows = [{"video_id": t.video_id, "task": t.model_dump_json()} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     for name in plan.names:
-        if plan.served_caption and name == "caption":
+        if plan.served_caption and name == CAPTION.name:
             from fastsam2.prompts.caption_vllm import served_caption_stage
 
             ds = served_caption_stage(ds, cfg)  # vLLM engines request their own GPUs
         else:
-            ds = _actor_stage(ds, classes[name], cfg, name, config_json, plan.gpus[name])
+            ds = _actor_stage(ds, stages.STAGE_CLASSES[name], cfg, name, config_json, plan.gpus[name])
     return ds
 
 

@@ -3,8 +3,9 @@
 The rule (also in cluster/README.md):
 
 - ``--device cpu``: every stage gets the GPUs its ``resources`` entry names (0 by default).
-- ``--device cuda``: stages without an explicit ``num_gpus`` request the defaults below
-  (one GPU per SAM2 actor, a quarter per RPN actor, a whole one per in-actor LLaVA), even
+- ``--device cuda``: stages without an explicit ``num_gpus`` request the GPUs their spec
+  declares (:mod:`fastsam2.stage_specs`: one GPU per SAM2 actor, a quarter per RPN actor,
+  a whole one per in-actor LLaVA, none for a remote or absent captioner), even
   when the cluster has no GPU node yet: on an autoscaling cluster (the launcher and KubeRay
   files in ``cluster/`` start GPU workers at zero) a pending GPU request is what makes the
   autoscaler add a GPU node.
@@ -33,11 +34,9 @@ import time
 from dataclasses import dataclass, field
 
 from fastsam2.config import JobConfig
+from fastsam2.stage_specs import STAGE_SPECS
 
 log = logging.getLogger(__name__)
-
-#: Per-actor GPUs on a GPU cluster, where the config leaves them at 0.
-GPU_DEFAULTS = {"track": 1.0, "propose": 0.25, "caption": 1.0, "write": 0.0}
 
 
 class PlacementError(RuntimeError):
@@ -97,12 +96,11 @@ def gpu_plan(cfg: JobConfig, stages: list[str], cluster_gpus: ClusterGPUs | floa
     plan, defaulted = {}, []
     for stage in stages:
         res = cfg.resource(stage)
-        if res.num_gpus or not use_gpus:
+        default = STAGE_SPECS[stage].default_gpus(cfg)
+        if res.num_gpus or not use_gpus or not default:
             plan[stage] = res.num_gpus
-        elif stage == "caption" and cfg.prompts.caption_backend in ("openai", "none"):
-            plan[stage] = 0.0
         else:
-            plan[stage] = GPU_DEFAULTS.get(stage, 0.0)
+            plan[stage] = default
             defaulted.append(stage)
     capacity = cluster.capacity
     if defaulted and capacity >= 1 and sum(plan.values()) > capacity:

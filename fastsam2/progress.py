@@ -14,9 +14,11 @@ import sys
 import threading
 import time
 
+from fastsam2.stage_specs import STAGES
+
 log = logging.getLogger("fastsam2.progress")
 
-STAGE_ORDER = ("propose", "caption", "track", "write")
+STAGE_ORDER = tuple(s.name for s in STAGES)
 
 
 def board_name(run_id: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from fastsam2.labeling import error_row, label_video
 from fastsam2.output import from_ipc, to_ipc, write_video
 from fastsam2.progress import report
 from fastsam2.schema import table_from_rows
+from fastsam2.stage_specs import CAPTION, PROPOSE, TRACK, WRITE
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class ProposeStage:
 
     Only videos without a user prompt are touched; the others pass through.
     """
+
+    spec = PROPOSE  # name, default resources, when a job needs it, GPUs: fastsam2.stage_specs
 
     def __init__(self, config_json: str):
         from fastsam2.models.detector import ProposalModel
@@ -139,6 +141,8 @@ class CaptionStage:
     runs as a served stage instead (:func:`fastsam2.prompts.caption_vllm.served_caption_stage`).
     """
 
+    spec = CAPTION
+
     def __init__(self, config_json: str):
         from fastsam2.prompts.captioners import make_captioner
 
@@ -180,6 +184,8 @@ class CaptionStage:
 class TrackStage:
     """SAM2 video actor: holds the model, tracks one video at a time with its own memory bank."""
 
+    spec = TRACK
+
     def __init__(self, config_json: str):
         from fastsam2.tracking.factory import build_tracker
 
@@ -205,32 +211,18 @@ class TrackStage:
                                        random_weights=m.random_weights, device=m.device)
         return NewObjectDetector(proposer, masker, multi_object_settings(self.cfg), p.new_object_iou, captioner)
 
-    def _fault_hook(self, task: VideoTask):
-        """Test-only fault injection: kill this actor's process mid-video, once per marker file.
+    def _progress_hook(self, task: VideoTask):
+        """Called as ``hook(frames_done, num_frames)`` after each tracked frame; None: no hook.
 
-        Enabled by ``fault_kill_at_frame`` plus ``fault_marker`` (a file path) in the
-        config; the file's existence makes the fault fire only once, so the restarted
-        actor finishes the job.
+        A seam for subclasses (tests inject faults through it: tests/faults.py).
         """
-        marker = self.cfg.fault_marker
-        kill_at = self.cfg.fault_kill_at_frame
-        if kill_at is None or not marker:
-            return None
-
-        def hook(frames_done: int, num_frames: int) -> None:
-            if frames_done >= kill_at and not os.path.exists(marker):
-                with open(marker, "w") as f:
-                    f.write(f"{task.video_id} {frames_done}")
-                log.error("fault injection: killing tracking actor on %s at frame %d", task.video_id, frames_done)
-                os._exit(1)
-
-        return hook
+        return None
 
     def _label(self, task: VideoTask) -> tuple[dict, str]:
         """Track one video; any failure becomes its errors/ row."""
         try:
             detector = self.detector.for_video(task) if self.detector is not None else None
-            res = label_video(task, self.tracker, self.cfg, progress=self._fault_hook(task), detector=detector)
+            res = label_video(task, self.tracker, self.cfg, progress=self._progress_hook(task), detector=detector)
             tables = {
                 "masks": table_from_rows("masks", res.masks),
                 "frames": table_from_rows("frames", res.frames),
@@ -264,6 +256,8 @@ class WriteStage:
     still takes it, as an errors/ row (the video is then redone by the next run);
     it does not stop the job.
     """
+
+    spec = WRITE
 
     def __init__(self, config_json: str):
         self.cfg = JobConfig.model_validate_json(config_json)
@@ -302,3 +296,7 @@ class WriteStage:
             summary["message"].append(message)
         report(self.cfg.run_id, "write", len(summary["video_id"]))
         return {k: np.array(v) for k, v in summary.items()}
+
+
+#: The Ray class of each declared stage, by name (what the pipeline maps its stages to).
+STAGE_CLASSES: dict[str, type] = {cls.spec.name: cls for cls in (ProposeStage, CaptionStage, TrackStage, WriteStage)}

@@ -9,13 +9,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from fastsam2.prompts.caption import QUESTIONS, CaptionError
 from fastsam2.prompts.captioners import make_captioner
 from fastsam2.prompts.caption_openai import OpenAICaptioner, completions_url, parse_retry_after
+from helpers import noise_frame
 
 
 class _Server:
@@ -64,10 +64,6 @@ def server():
     s.httpd.shutdown()
 
 
-def _frame():
-    return np.random.default_rng(0).integers(0, 255, (60, 100, 3), dtype=np.uint8)
-
-
 def test_completions_url():
     assert completions_url("http://h:8000") == "http://h:8000/v1/chat/completions"
     assert completions_url("http://h:8000/v1/") == "http://h:8000/v1/chat/completions"
@@ -77,7 +73,7 @@ def test_completions_url():
 def test_requests_have_the_chat_shape_and_captions_come_back(server):
     cap = make_captioner("openai", model="llava-hf/llava-1.5-7b-hf", endpoint=server.url, max_new_tokens=20)
     assert isinstance(cap, OpenAICaptioner) and cap.backend == "openai"
-    caps = cap.caption([_frame(), _frame()], [(10, 10, 50, 40), (20, 5, 90, 55)])
+    caps = cap.caption([noise_frame(), noise_frame()], [(10, 10, 50, 40), (20, 5, 90, 55)])
     assert sorted(caps) == ["A surfer on a wave 1.", "A surfer on a wave 2."]
     assert server.paths == ["/v1/chat/completions"] * 2
     body = server.requests[0]
@@ -94,22 +90,22 @@ def test_requests_have_the_chat_shape_and_captions_come_back(server):
 def test_server_errors_are_retried_client_errors_are_not(server):
     cap = OpenAICaptioner(server.url, "m", retries=1)
     server.fail_next = [503]
-    assert cap.caption([_frame()], [None]) == ["A surfer on a wave 2."]
+    assert cap.caption([noise_frame()], [None]) == ["A surfer on a wave 2."]
     server.fail_next = [400]
     with pytest.raises(CaptionError, match="HTTP 400"):
-        cap.caption([_frame()], [None])
+        cap.caption([noise_frame()], [None])
 
 
 def test_unreachable_endpoint_is_named():
     cap = OpenAICaptioner("http://127.0.0.1:9/v1", "m", retries=0, timeout_s=2)
     with pytest.raises(CaptionError, match="unreachable"):
-        cap.caption([_frame()], [None])
+        cap.caption([noise_frame()], [None])
 
 
 def test_429_waits_as_long_as_retry_after_says(server):
     cap = OpenAICaptioner(server.url, "m", retries=3, max_wait_s=10)
     server.fail_next, server.retry_after = [429, 429], "0.6"
-    assert cap.caption([_frame()], [None]) == ["A surfer on a wave 3."]
+    assert cap.caption([noise_frame()], [None]) == ["A surfer on a wave 3."]
     gaps = [b - a for a, b in zip(server.times, server.times[1:])]
     assert len(gaps) == 2 and all(0.55 <= g < 3.0 for g in gaps), gaps  # Retry-After, not the 0.5 s backoff
 
@@ -119,7 +115,7 @@ def test_retries_stop_at_the_wait_budget_and_name_the_cause(server):
     server.fail_next, server.retry_after = [503] * 10, "0.4"
     t0 = time.monotonic()
     with pytest.raises(CaptionError, match=r"HTTP 503.*1s retry budget"):
-        cap.caption([_frame()], [None])
+        cap.caption([noise_frame()], [None])
     assert time.monotonic() - t0 < 3.0
     assert len(server.requests) == 3  # waits 0.4 + 0.4; a third wait would pass 1.0 s
 

@@ -22,6 +22,7 @@ from fastsam2.prompts.caption_vllm import (
     region_jpeg,
     vllm_requests,
 )
+from helpers import noise_frame
 
 
 class _FakeLLM:
@@ -53,10 +54,6 @@ def fake_vllm(monkeypatch):
     return module
 
 
-def _frame():
-    return np.random.default_rng(0).integers(0, 255, (60, 100, 3), dtype=np.uint8)
-
-
 def test_vllm_requests_carry_the_shared_prompt_and_a_pil_image():
     regions = [np.zeros((32, 32, 3), np.uint8), np.ones((48, 48, 3), np.uint8)]
     reqs = vllm_requests(regions, QUESTIONS["crop"])
@@ -69,7 +66,7 @@ def test_vllm_requests_carry_the_shared_prompt_and_a_pil_image():
 def test_vllm_captioner_sends_batched_greedy_requests(fake_vllm):
     cap = make_captioner("vllm", model="llava-hf/llava-1.5-7b-hf", engine_kwargs={"max_model_len": 2048})
     assert isinstance(cap, VLLMCaptioner) and cap.backend == "vllm" and not cap.random_weights
-    caps = cap.caption([_frame(), _frame()], [(10, 10, 50, 40), (0, 0, 100, 60)])
+    caps = cap.caption([noise_frame(), noise_frame()], [(10, 10, 50, 40), (0, 0, 100, 60)])
     assert caps == ["A brown dog number 0.", "A brown dog number 1."]
     llm = _FakeLLM.instances[-1]
     assert llm.model == "llava-hf/llava-1.5-7b-hf"

@@ -109,7 +109,7 @@ def test_unpinned_download_records_its_digest(offline_hub, official_url, caplog)
 
 
 def test_help_shows_the_cache_locations(offline_hub):
-    import fastsam2.cli_options as opts
+    import fastsam2.cli.options as opts
 
     assert "HF_HUB_CACHE" in opts._checkpoint_help() and str(offline_hub) in opts._checkpoint_help()
     r = CliRunner().invoke(main, ["run", "--help"], terminal_width=400)

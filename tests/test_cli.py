@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from fastsam2.cli import build_config, main
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args))
+from fastsam2.cli.options import build_config
+from helpers import invoke
 
 
 def test_missing_output_and_inputs_are_usage_errors(tmp_path):

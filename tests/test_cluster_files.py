@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 import os
 import re
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from fastsam2.job import entry
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -232,13 +233,9 @@ def test_rayjob_manifest_uses_only_kuberay_fields_and_runs_our_entry_point():
 
     # The entry point names files the image has (COPY . /app) and loads as a valid job.
     argv = shlex.split(spec["entrypoint"])
-    assert argv[0] == "python" and argv[1] == "/app/jobs/run_job.py"
-    local = [a.replace("/app/", str(REPO) + "/", 1) if a.startswith("/app/") else a for a in argv[2:]]
-    spec_mod = importlib.util.spec_from_file_location("run_job", REPO / "jobs" / "run_job.py")
-    run_job = importlib.util.module_from_spec(spec_mod)
-    spec_mod.loader.exec_module(run_job)
-    args = run_job.parse_args(local)
-    cfg = run_job.load_config(args.config, args.inputs, args.output)
+    assert argv[:3] == ["python", "-m", "fastsam2.job"]  # the installed package's entry point
+    local = [a.replace("/app/", str(REPO) + "/", 1) if a.startswith("/app/") else a for a in argv[3:]]
+    cfg = entry.job_config(entry.parse_args(local))
     assert cfg.inputs[0].startswith("s3://") and cfg.output.startswith("s3://")
     assert cfg.resource("track").num_gpus == 1
 

@@ -10,7 +10,6 @@ proposal or caption models), one CPU per node. The timings go to stdout.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import secrets
@@ -24,10 +23,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import kill_processes_mentioning, processes_mentioning
+from helpers import free_port, kill_processes_mentioning, processes_mentioning, write_manifest
 from fastsam2.storage import read_table
 from fastsam2.synthetic import make_video, write_mp4
-from test_cluster_submit import BIN, _free_port, cli
+from test_cluster_submit import BIN, cli
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +41,7 @@ class LoopbackCluster:
         self.token = secrets.token_hex(32)
         self.token_file = Path(tmp) / "auth_token"
         self.token_file.write_text(self.token)
-        self.gcs_port, self.dashboard_port = _free_port(), _free_port()
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.manager_ports: dict[str, int] = {}
@@ -51,13 +50,13 @@ class LoopbackCluster:
                         RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}{os.pathsep}{self.env.get('PATH', '')}")
 
     def _start(self, name: str, args: list[str]) -> None:
-        port = _free_port()
+        port = free_port()
         # Nodes on one IP must not share worker port ranges (a raylet aborts on a taken port).
         first = 20000 + 500 * len(self.procs)
         cmd = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
-               "--node-manager-port", str(port), "--object-manager-port", str(_free_port()),
-               "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
-               "--runtime-env-agent-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
+               "--node-manager-port", str(port), "--object-manager-port", str(free_port()),
+               "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+               "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
                "--min-worker-port", str(first), "--max-worker-port", str(first + 499),
                "--num-cpus", "1", *args]
         log = open(Path(self.tmp) / f"{name}.log", "wb")
@@ -68,7 +67,7 @@ class LoopbackCluster:
     def start_head(self) -> None:
         self._start("head", ["--head", "--port", str(self.gcs_port), "--dashboard-host", "127.0.0.1",
                              "--include-dashboard", "true", "--dashboard-port", str(self.dashboard_port),
-                             "--ray-client-server-port", str(_free_port()), "--temp-dir", f"{self.tmp}/ray",
+                             "--ray-client-server-port", str(free_port()), "--temp-dir", f"{self.tmp}/ray",
                              "--resources", json.dumps({"head": 1})])
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -165,12 +164,7 @@ def _dataset(folder: Path) -> Path:
     for i in range(N_VIDEOS):
         path = write_mp4(make_video(f"mn-{i:02d}", num_frames=2, height=64, width=80, seed=i), folder / f"mn-{i:02d}.mp4")
         rows.append({"uri": str(path), "point": "40,32"})
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "point"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return write_manifest(folder / "manifest.csv", rows, ["uri", "point"])
 
 
 def test_forty_videos_on_three_nodes_survive_losing_a_worker(cluster, tmp_path):

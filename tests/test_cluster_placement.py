@@ -8,13 +8,13 @@ import pytest
 
 from fastsam2.config import JobConfig
 from fastsam2.placement import (
-    GPU_DEFAULTS,
     ClusterGPUs,
     PlacementError,
     check_placeable,
     gpu_plan,
     read_cluster,
 )
+from fastsam2.stage_specs import STAGE_SPECS
 
 STAGES = ["propose", "caption", "track", "write"]
 GPU_NODE = {"CPU": 8.0, "GPU": 1.0, "memory": 3e10}
@@ -28,14 +28,14 @@ def _cfg(device="auto", **kw) -> JobConfig:
 def test_cuda_requests_gpus_before_any_gpu_node_is_up():
     # A launcher / KubeRay cluster at start: a CPU head, GPU workers at zero, nothing published.
     empty = ClusterGPUs(now=0, max_gpus=None, node_shapes=(CPU_HEAD,))
-    assert gpu_plan(_cfg("cuda"), STAGES, empty) == {s: GPU_DEFAULTS[s] for s in STAGES}
+    assert gpu_plan(_cfg("cuda"), STAGES, empty) == {s: STAGE_SPECS[s].gpus for s in STAGES}
     assert set(gpu_plan(_cfg("auto"), STAGES, empty).values()) == {0.0}  # auto cannot know: CPU
     assert set(gpu_plan(_cfg("cpu"), STAGES, ClusterGPUs(now=8)).values()) == {0.0}
 
 
 def test_auto_counts_the_gpus_the_autoscaler_can_add():
     scalable = ClusterGPUs(now=0, max_gpus=8, node_shapes=(CPU_HEAD, GPU_NODE))
-    assert gpu_plan(_cfg("auto"), STAGES, scalable) == {s: GPU_DEFAULTS[s] for s in STAGES}
+    assert gpu_plan(_cfg("auto"), STAGES, scalable) == {s: STAGE_SPECS[s].gpus for s in STAGES}
     one = gpu_plan(_cfg("auto"), STAGES, ClusterGPUs(now=0, max_gpus=1, node_shapes=(GPU_NODE,)))
     assert 0 < one["track"] < 1 and sum(one.values()) <= 1.0  # all stages share the one GPU there will be
     check_placeable(_cfg("auto"), one, ClusterGPUs(now=0, max_gpus=1, node_shapes=(GPU_NODE,)))

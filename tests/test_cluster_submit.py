@@ -9,12 +9,10 @@ with a clean environment, as a user's shell would run it.
 
 from __future__ import annotations
 
-import csv
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,8 +25,8 @@ import requests
 import s3fs
 
 from fastsam2.storage import read_table
-from fastsam2.synthetic import first_frame_prompts, make_video, write_mp4
-from conftest import kill_processes_mentioning
+from fastsam2.synthetic import make_video, write_mp4
+from helpers import click_rows, free_port, kill_processes_mentioning, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +34,6 @@ BIN = Path(sys.executable).parent
 ARGS = ["--random-weights", "--image-size", "256", "--device", "cpu"]
 FRAMES = {"clu-a": 3, "clu-b": 2, "clu-c": 3}
 SECRET = "moto-accepts-any-secret-0Zx9"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -65,16 +57,16 @@ def ray_head():
     token_file = Path(tmp) / "auth_token"
     token_file.write_text(token)
     token_file.chmod(0o600)
-    dashboard = _free_port()
+    dashboard = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_"))}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file), RAY_USAGE_STATS_ENABLED="0",
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
            "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
-           "--port", str(_free_port()), "--dashboard-port", str(dashboard),
-           "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
-           "--runtime-env-agent-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
-           "--ray-client-server-port", str(_free_port()),
+           "--port", str(free_port()), "--dashboard-port", str(dashboard),
+           "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+           "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+           "--ray-client-server-port", str(free_port()),
            "--temp-dir", f"{tmp}/ray", "--num-cpus", "2"]
     log = open(Path(tmp) / "head.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -116,13 +108,8 @@ def s3_dataset(tmp_path, s3_env):
     for seed, (name, n) in enumerate(FRAMES.items()):
         video = make_video(name, num_frames=n, height=64, width=80, seed=seed)
         fs.put(str(write_mp4(video, tmp_path / f"{name}.mp4")), f"{s3_env}/in/{name}.mp4")
-        for p in first_frame_prompts(video):
-            rows.append({"uri": f"s3://{s3_env}/in/{name}.mp4", "obj_id": p["obj_id"], "point": "{},{}".format(*p["point"])})
-    manifest = tmp_path / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "obj_id", "point"])
-        w.writeheader()
-        w.writerows(rows)
+        rows += click_rows(video, f"s3://{s3_env}/in/{name}.mp4")
+    manifest = write_manifest(tmp_path / "manifest.csv", rows, ["uri", "obj_id", "point"])
     fs.put(str(manifest), f"{s3_env}/in/manifest.csv")
     return f"s3://{s3_env}/in/manifest.csv", f"s3://{s3_env}/out"
 

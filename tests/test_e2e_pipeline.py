@@ -3,7 +3,6 @@ random-weight SAM2.1 hiera-t at 256 px."""
 
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,7 +14,8 @@ from fastsam2 import rle
 from fastsam2.cli import main
 from fastsam2.pipeline import EXIT_VIDEOS_FAILED
 from fastsam2.storage import read_table
-from fastsam2.synthetic import first_frame_prompts, make_video, write_mp4
+from fastsam2.synthetic import make_video, write_mp4
+from helpers import click_rows, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +31,13 @@ def s3_dataset(tmp_path, s3_env):
         video = make_video(name, num_frames=n, height=64, width=80, num_objects=1 + (name == "vid-c"), seed=seed)
         local = write_mp4(video, tmp_path / f"{name}.mp4")
         fs.put(str(local), f"{s3_env}/in/{name}.mp4")
-        for p in first_frame_prompts(video):
-            rows.append({"uri": f"s3://{s3_env}/in/{name}.mp4", "obj_id": p["obj_id"], "point": "{},{}".format(*p["point"])})
+        rows += click_rows(video, f"s3://{s3_env}/in/{name}.mp4")
     fs.pipe(f"{s3_env}/in/corrupt.mp4", b"\x00\x01garbage" * 500)
     rows.append({"uri": f"s3://{s3_env}/in/corrupt.mp4", "obj_id": 1, "point": "5,5"})
     rows.append({"uri": f"s3://{s3_env}/in/missing.mp4", "obj_id": 1, "point": "5,5"})
     fs.pipe(f"{s3_env}/in/outside.mp4", fs.cat(f"{s3_env}/in/vid-a.mp4"))
     rows.append({"uri": f"s3://{s3_env}/in/outside.mp4", "obj_id": 1, "point": "500,5"})
-    manifest = tmp_path / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "obj_id", "point"])
-        w.writeheader()
-        w.writerows(rows)
+    manifest = write_manifest(tmp_path / "manifest.csv", rows, ["uri", "obj_id", "point"])
     fs.put(str(manifest), f"{s3_env}/in/manifest.csv")
     return f"s3://{s3_env}/in/manifest.csv", f"s3://{s3_env}/out"
 
@@ -103,11 +98,7 @@ def test_real_davis_frames(ray_local, shared_data, tmp_path):
         gt = np.array(Image.open(sorted((root / "Annotations" / "480p" / seq).glob("*.png"))[0])) > 0
         y, x = np.unravel_index(int(np.argmax(distance_transform_edt(gt))), gt.shape)
         rows.append({"uri": str(root / "JPEGImages" / "480p" / seq), "point": f"{x},{y}"})
-    manifest = tmp_path / "davis.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "point"])
-        w.writeheader()
-        w.writerows(rows)
+    manifest = write_manifest(tmp_path / "davis.csv", rows, ["uri", "point"])
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", str(manifest), "-o", str(out), "--random-weights",
                                        "--image-size", "256", "--device", "cpu", "--max-frames", "3"])

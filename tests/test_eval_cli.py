@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from test_eval_davis import _two_object_sequence, read_stack, write_davis, write_run
 
-from fastsam2.eval.cli import eval_command
+from fastsam2.cli.eval import eval_command
 from fastsam2.eval.evaluate import MEASURES
 
 SEQS = ["car-shadow", "motocross-jump"]

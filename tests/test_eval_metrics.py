@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from fastsam2.eval import metrics
+from helpers import shared_data_dir
 
 TOL = 1e-6
 
@@ -70,9 +69,8 @@ def test_reference_has_all_cases(reference):
 
 
 def _case_names() -> list[str]:
-    """Case names for parametrisation (collected before fixtures exist; same lookup as conftest)."""
-    env = os.environ.get("FASTSAM2_SHARED_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    """Case names for parametrisation (collected before fixtures exist; the shared_data fixture's folder)."""
+    root = shared_data_dir()
     try:
         return [c["name"] for c in json.loads((root / "jf-reference" / "reference_values.json").read_text())["cases"]]
     except OSError:

@@ -26,7 +26,8 @@ from fastsam2.cli import main
 from fastsam2.output import write_video
 from fastsam2.storage import done_video_ids, read_table
 from fastsam2.synthetic import write_clip_dataset
-from conftest import kill_processes_mentioning
+from helpers import kill_processes_mentioning
+from fault_injection import killing_track_stage, use_stage
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +50,14 @@ def assert_each_video_exactly_once(out: str, frames: dict[str, int]) -> None:
 # --------------------------------------------------------------------------- actor killed
 
 
-def test_tracking_actor_killed_mid_video_is_restarted_and_nothing_is_lost(ray_local, s3_env, tmp_path):
+def test_tracking_actor_killed_mid_video_is_restarted_and_nothing_is_lost(ray_local, s3_env, tmp_path, monkeypatch):
     frames = {"kill-a": 4, "kill-b": 4, "kill-c": 3}
     manifest = write_clip_dataset(tmp_path, frames)
     marker = tmp_path / "fault-fired"
-    cfg = tmp_path / "fault.yaml"
-    cfg.write_text(f"fault_kill_at_frame: 2\nfault_marker: {marker}\n")
+    use_stage(monkeypatch, killing_track_stage(kill_at_frame=2, marker=marker))
     out = f"s3://{s3_env}/out"
 
-    result = CliRunner().invoke(main, ["run", str(manifest), "-o", out, "--config", str(cfg), *ARGS])
+    result = CliRunner().invoke(main, ["run", str(manifest), "-o", out, *ARGS])
 
     assert result.exit_code == 0, result.output
     # The fault really fired: the actor process died after tracking 2 frames of a video ...

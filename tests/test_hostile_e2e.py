@@ -9,14 +9,13 @@ with nothing left to do writes nothing.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import pytest
 import s3fs
 from click.testing import CliRunner
-from conftest import write_disc_video
+from helpers import write_disc_video, write_manifest
 
 from fastsam2.cli import main
 from fastsam2.eval.io import read_run_table
@@ -33,11 +32,8 @@ ARGS = ["--random-weights", "--image-size", "256", "--device", "cpu", "--max-fra
 
 
 def _write_manifest(path: Path, uris: list[str]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "video_id", "point"])
-        w.writeheader()
-        for uri, vid in zip(uris, HOSTILE_IDS):
-            w.writerow({"uri": uri, "video_id": vid, "point": "48,60"})
+    write_manifest(path, [{"uri": uri, "video_id": vid, "point": "48,60"} for uri, vid in zip(uris, HOSTILE_IDS)],
+                   ["uri", "video_id", "point"])
 
 
 def _files(root: Path, skip: Path | None = None) -> dict[str, int]:

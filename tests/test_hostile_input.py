@@ -16,21 +16,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fastsam2 import storage, submit
+from fastsam2 import storage
 from fastsam2.cli import main
 from fastsam2.config import JobConfig
+from fastsam2.job import entry as run_job
+from fastsam2.job import sdk
+from fastsam2.job import staging as job_staging
 from fastsam2.output import UnsafeOutputPath, table_uri, write_video
 from fastsam2.pipeline import EXIT_OK, EXIT_VIDEOS_FAILED, RunSummary, exit_code, plan_tasks
 from fastsam2.schema import table_from_rows
 from fastsam2.sources import FrameReader, VideoReadError, discover
 from fastsam2.storage import done_video_ids, read_table, with_retries
-from conftest import write_disc_video
+from helpers import invoke, write_disc_video, write_manifest
 
 SECRET = "wJalrXUtnFEMI-not-a-real-secret-K7MDENG"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 class _RunsCode:
@@ -123,14 +122,7 @@ def test_write_video_refuses_paths_outside_the_root(tmp_path):
 
 
 def _manifest(tmp_path: Path, rows: list[dict]) -> Path:
-    import csv
-
-    path = tmp_path / "m.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_manifest(tmp_path / "m.csv", rows)
 
 
 def test_manifest_ids_are_safe_unique_and_keep_the_users_name(tmp_path):
@@ -249,12 +241,12 @@ def test_errors_no_retry_can_fix_are_not_retried(code, monkeypatch):
 
 
 def test_submit_ships_no_storage_secrets(tmp_path):
-    from fastsam2.cli_options import build_config
+    from fastsam2.cli.options import build_config
 
     opts = {"key": "AKIAEXAMPLE", "secret": SECRET, "token": SECRET, "endpoint_url": "http://s3",
             "client_kwargs": {"aws_secret_access_key": SECRET, "region_name": "eu"}, "sse_kms_key_id": "k1"}
     cfg = build_config(("s3://b/in/",), output="s3://b/out", storage_options=json.dumps(opts))
-    staging = submit.stage_job(cfg, "installed", tmp_path / "job")
+    staging = job_staging.stage_job(cfg, "installed", tmp_path / "job")
     shipped = (staging / "job.json").read_text()
     assert SECRET not in shipped and "AKIAEXAMPLE" not in shipped
     assert oct((staging / "job.json").stat().st_mode & 0o777) == oct(0o600)
@@ -263,7 +255,7 @@ def test_submit_ships_no_storage_secrets(tmp_path):
 
 
 def test_submit_notes_withheld_credentials(monkeypatch):
-    for k in (*submit.AWS_SETTINGS, *submit.AWS_CREDENTIALS):
+    for k in (*job_staging.AWS_SETTINGS, *job_staging.AWS_CREDENTIALS):
         monkeypatch.delenv(k, raising=False)
     r = CliRunner().invoke(main, ["submit", "s3://b/in/", "-o", "s3://b/out", "--dry-run", "--package", "installed",
                                   "--storage-options", json.dumps({"key": "AKIAEXAMPLE", "secret": SECRET})])
@@ -273,9 +265,6 @@ def test_submit_notes_withheld_credentials(monkeypatch):
 
 
 def test_config_errors_name_the_field_never_the_value(tmp_path, capsys, monkeypatch):
-    from test_submit import _run_job_module
-
-    run_job = _run_job_module()
     bad = {"inputs": ["x"], "output": "o", "storage_options": {"secret": SECRET}, "modle": {"secret": SECRET}}
     assert run_job.main([json.dumps(bad)]) == 2
     err = capsys.readouterr().err
@@ -293,20 +282,17 @@ def test_config_errors_name_the_field_never_the_value(tmp_path, capsys, monkeypa
 
 
 def test_submit_wait_follows_the_jobs_exit_code():
-    assert submit.job_exit_code("Job entrypoint command failed with exit code 3, last available logs: ...") == 3
-    assert submit.job_exit_code("Job entrypoint command failed with exit code 2. No logs available.") == 2
-    assert submit.job_exit_code("Job was stopped") == 1
+    assert sdk.job_exit_code("Job entrypoint command failed with exit code 3, last available logs: ...") == 3
+    assert sdk.job_exit_code("Job entrypoint command failed with exit code 2. No logs available.") == 2
+    assert sdk.job_exit_code("Job was stopped") == 1
 
 
 # --------------------------------------------------------------------------- 6. exit codes
 
 
 def test_exit_code_is_non_zero_when_any_video_failed(tmp_path, capsys, monkeypatch):
-    from test_submit import _run_job_module
-
     assert exit_code(RunSummary("o", "r", total=3, ok=2, failed=1)) == EXIT_VIDEOS_FAILED
     assert exit_code(RunSummary("o", "r", total=3, ok=0, skipped=3)) == EXIT_OK
-    run_job = _run_job_module()
     import fastsam2.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "run_pipeline", lambda cfg, progress: RunSummary(cfg.output, cfg.run_id, 2, 0, 1, 1))

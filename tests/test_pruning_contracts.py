@@ -22,7 +22,7 @@ from fastsam2.tracking.memory_bank import INDICES_KEY, evict_unreachable, window
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, ROUTER_CACHE_KEY, PrunedSAM2VideoPredictor
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import ClipDenseSimilarity, prior_from_masks
-from conftest import write_disc_video
+from helpers import write_disc_video
 
 NUM_FRAMES = 7
 GRID = (16, 16)

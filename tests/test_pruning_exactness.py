@@ -16,7 +16,7 @@ from fastsam2.models.sam2 import STOCK_PREDICTOR, build_video_predictor
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import memory_bank_bytes
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
-from conftest import write_disc_video
+from helpers import write_disc_video
 
 NUM_FRAMES = 4
 CLICK = [[48.0, 60.0]]

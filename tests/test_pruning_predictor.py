@@ -19,7 +19,7 @@ from fastsam2.tracking.pruned_predictor import (
 )
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import ClipDenseSimilarity
-from conftest import write_disc_video
+from helpers import write_disc_video
 
 GRID_TOKENS = 16 * 16  # image_size 256
 NUM_FRAMES = 4

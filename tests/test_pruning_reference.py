@@ -27,7 +27,7 @@ import torch
 from fastsam2.models.sam2 import build_video_predictor
 from fastsam2.tracking.memory_bank import INDICES_KEY, windows
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
-from conftest import write_disc_video
+from helpers import write_disc_video
 from pruning_reference import FixedRouter, ReferencePrunedPredictor, random_kept_fn
 
 #: Shrunk windows (config overrides): mask window 4 frames, pointer window 6 frames.

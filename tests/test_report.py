@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fastsam2.eval.evaluate import SCORES_SCHEMA
-from fastsam2.report.cli import report_command
+from fastsam2.cli.report import report_command
 from fastsam2.report.queries import build_report, one_liners
 from fastsam2.schema import COMPONENTS, table_from_rows
 
@@ -244,7 +244,7 @@ def test_eval_then_report_on_real_masks(shared_data, tmp_path):
     """eval --out RUN/eval, then report shows the same J&F as eval's JSON."""
     from test_eval_davis import read_stack, write_run
 
-    from fastsam2.eval.cli import eval_command
+    from fastsam2.cli.eval import eval_command
 
     seqs = {"car-shadow": 40, "kite-surf": 50}
     osvos = shared_data / "osvos-davis2016-val-binarized"

@@ -13,7 +13,7 @@ from PIL import Image
 from test_report import DENSE_EVAL, PRUNED_EVAL, _run_chromium, make_run, write_eval
 
 from fastsam2.report import svg
-from fastsam2.report.cli import report_command
+from fastsam2.cli.report import report_command
 from fastsam2.report.html import render_html
 from fastsam2.report.queries import RANDOM_JF, build_report
 

@@ -112,7 +112,7 @@ def test_cuda_paths_import_on_cpu():
 
 
 def test_flags_reach_the_model_config():
-    from fastsam2.cli_options import build_config
+    from fastsam2.cli.options import build_config
 
     cfg = build_config(("in.mp4",), output="out", precision="bf16", profile=True, compile_model=True)
     assert (cfg.model.precision, cfg.model.profile, cfg.model.compile) == ("bf16", True, True)

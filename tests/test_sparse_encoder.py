@@ -17,7 +17,7 @@ from fastsam2.tracking.sparse_encoder import (
     EncoderSparsityConfig,
     SparseHieraEncoder,
 )
-from conftest import write_disc_video
+from helpers import write_disc_video
 
 SIZE = 256
 
@@ -189,7 +189,7 @@ def test_config_validation():
         PruningConfig(encoder_refresh=0)
     with pytest.raises(ValueError):
         PruningConfig(encoder_sparsity="sometimes")
-    from fastsam2.cli_options import build_config
+    from fastsam2.cli.options import build_config
 
     cfg = build_config(("a.mp4",), output="o", encoder_sparsity="both", encoder_refresh=4, encoder_threshold=0.2)
     assert (cfg.pruning.encoder_sparsity, cfg.pruning.encoder_refresh, cfg.pruning.encoder_threshold) == ("both", 4, 0.2)

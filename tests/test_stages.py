@@ -59,13 +59,14 @@ def test_writer_survives_merged_payloads_and_failed_writes(tmp_path):
 
 
 def test_gpu_plan_fits_one_gpu_and_uses_whole_ones_on_big_clusters():
-    from fastsam2.pipeline import GPU_DEFAULTS, gpu_plan
+    from fastsam2.pipeline import gpu_plan
+    from fastsam2.stage_specs import STAGE_SPECS
 
     cfg = JobConfig(inputs=["x"], output="o")
     stages = ["propose", "caption", "track", "write"]
     one = gpu_plan(cfg, stages, cluster_gpus=1)
     assert 0 < one["track"] < 1 and 0 < one["propose"] < one["track"] and sum(one.values()) <= 1.0
-    assert gpu_plan(cfg, stages, cluster_gpus=8) == {s: GPU_DEFAULTS[s] for s in stages}
+    assert gpu_plan(cfg, stages, cluster_gpus=8) == {s: STAGE_SPECS[s].gpus for s in stages}
     assert set(gpu_plan(cfg, stages, cluster_gpus=0).values()) == {0.0}
     pinned = JobConfig(inputs=["x"], output="o", resources={"track": {"num_gpus": 0.5}})
     assert gpu_plan(pinned, ["track"], cluster_gpus=8) == {"track": 0.5}

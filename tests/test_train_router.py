@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from fastsam2.models.sam2 import build_video_predictor
-from fastsam2.tracking.cli import train_router_command
+from fastsam2.cli.tracking import train_router_command
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
 from fastsam2.tracking.router import build_router
 

@@ -1,9 +1,4 @@
-"""The ``fastsam2-batch`` command line: run, submit, status, stop, demo, eval, export, report, train-router.
-
-Every command builds a :class:`~fastsam2.config.JobConfig` (flags override
-``--config FILE``) and hands it to the library; errors in what the user gave
-come back as one line naming the cause, not a traceback.
-"""
+"""``run`` and ``demo``: label videos on a local (or joined) Ray instance."""
 
 from __future__ import annotations
 
@@ -13,49 +8,8 @@ from typing import Any
 
 import click
 
-from fastsam2.cli_options import build_config, job_options
+from fastsam2.cli.options import build_config, job_options
 from fastsam2.config import JobConfig
-from fastsam2.eval.cli import eval_command
-from fastsam2.export.cli import export_command
-from fastsam2.logs import LEVELS
-from fastsam2.logs import configure as configure_logging
-from fastsam2.report.cli import report_command
-from fastsam2.submit import status_command, stop_command, submit_command
-from fastsam2.tracking.cli import train_router_command
-
-RANDOM_BANNER = (
-    "!! RANDOM WEIGHTS: no trained checkpoint was used; masks, boxes and captions are meaningless. "
-    "Use this run for plumbing and speed only. !!"
-)
-
-
-def print_summary(summary) -> None:
-    from rich.console import Console
-
-    console = Console(stderr=False)
-    if summary.random_weights:
-        console.print(f"[bold red]{RANDOM_BANNER}[/]")
-    console.print(
-        f"[bold]{summary.ok}[/] video(s) labelled, [bold]{summary.failed}[/] failed, "
-        f"{summary.skipped} already done (of {summary.total}); {summary.masks} mask rows written."
-    )
-    for err in summary.errors:
-        console.print(f"  [red]error[/] {err}")
-    console.print(f"Results: {summary.output}/  (masks/, frames/, objects/, videos/, errors/ as Parquet)")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("-v", "--verbose", is_flag=True, help="Log more: same as --log-level info.")
-@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="warning",
-              help="Log level (-v is info; debug also shows SAM2's per-video progress bars).")
-@click.version_option(package_name="fastsam2-batch")
-def main(verbose: bool, log_level: str) -> None:
-    """Auto-label video datasets with SAM2, fast: Ray pipeline, token pruning, masks to Parquet.
-
-    Exit status of run and demo: 0 every video ok or already done; 3 some video failed
-    (see errors/); 2 the run could not start (bad input, config, output or weights).
-    """
-    configure_logging("info" if verbose and log_level == "warning" else log_level)
 
 
 def _check_weights(cfg: JobConfig) -> None:
@@ -73,14 +27,14 @@ def _check_weights(cfg: JobConfig) -> None:
 
 
 class SetupFailed(click.ClickException):
-    """The run could not start (bad input, output root, weights): one line, exit 2 as run_job.py."""
+    """The run could not start (bad input, output root, weights): one line, exit 2 as ``python -m fastsam2.job``."""
 
     exit_code = 2
 
 
 def _run(cfg: JobConfig, address: str | None = None) -> int:
     """Run the job, print its summary; the exit status (:func:`fastsam2.pipeline.exit_code`)."""
-    from fastsam2.pipeline import exit_code, run_pipeline
+    from fastsam2.pipeline import exit_code, print_summary, run_pipeline
     from fastsam2.placement import PlacementError
     from fastsam2.sources import InputError
 
@@ -92,7 +46,7 @@ def _run(cfg: JobConfig, address: str | None = None) -> int:
     return exit_code(summary)
 
 
-@main.command()
+@click.command()
 @click.argument("inputs", nargs=-1)
 @job_options
 @click.option("--dry-run", is_flag=True, help="List the videos found, those already done, prompts, stages and "
@@ -118,7 +72,7 @@ def run(inputs: tuple[str, ...], dry_run: bool, **kw: Any) -> None:
     sys.exit(_run(cfg))
 
 
-@main.command()
+@click.command()
 @click.option("--output", "-o", default="demo-output", show_default=True, help="Where samples and results go.")
 @click.option("--image-size", type=int, default=512, show_default=True, help="SAM2 input size (multiple of 16).")
 @click.option("--frames", "num_frames", type=int, default=12, show_default=True, help="Frames per sample video.")
@@ -153,26 +107,3 @@ def demo(output: str, image_size: int, num_frames: int, device: str, random_weig
     click.echo(f"Inspect: fastsam2-batch report {out / 'results'}   |   "
                f"fastsam2-batch eval --gt {out / 'samples'} --pred {out / 'results'}")
     sys.exit(code)
-
-
-for _command in (eval_command, export_command, report_command, train_router_command, submit_command, status_command, stop_command):
-    main.add_command(_command)
-
-
-def _say_unset_defaults(group: click.Group) -> None:
-    """Options without a value by default show "[default: (none)]" unless their help says what happens.
-
-    ``show_default`` (on the group, inherited by every command) shows real defaults; an
-    option left unset by default has nothing to show, so its help must say it.
-    """
-    for cmd in group.commands.values():
-        if isinstance(cmd, click.Group):
-            _say_unset_defaults(cmd)
-        for p in cmd.params:
-            unset = p.default is None or p.default is getattr(click.core, "UNSET", None)  # click >= 8.2: UNSET
-            if isinstance(p, click.Option) and not p.is_flag and not p.required and unset \
-                    and p.show_default is None and "default" not in (p.help or "").lower():
-                p.show_default = "none"
-
-
-_say_unset_defaults(main)

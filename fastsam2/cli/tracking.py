@@ -1,67 +1,14 @@
-"""Click pieces of the tracking stage: ``train-router`` and the pruning options.
-
-``train_router_command`` is registered in the main CLI group elsewhere.
-``pruning_options`` adds ``--keep-ratio`` / ``--router-weights`` / signal options
-to any command, and ``configure_pruning_from_options`` applies them to a
-``PrunedSAM2VideoPredictor``.
-"""
+"""``fastsam2-batch train-router``: train the router's fusion MLP (fastsam2.tracking.train_router)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from fastsam2.tracking.router import SEMANTIC_MODES, UNCERTAINTY_MODES
-
-
-def pruning_options(f: Callable) -> Callable:
-    """Options that choose the keep ratio and the router (defaults: 0.3, CLIP + closed form)."""
-    options = [
-        click.option("--keep-ratio", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.3,
-                     show_default=True, help="share of tokens per frame through memory attention (1.0 = dense)"),
-        click.option("--router-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     default=None, help="trained fusion MLP (train-router); training-free fusion without it"),
-        click.option("--semantic", type=click.Choice(SEMANTIC_MODES), default=None,
-                     help="text relevance: clip (default), paper (LSQ, comparison only), none"),
-        click.option("--uncertainty", type=click.Choice(UNCERTAINTY_MODES), default=None,
-                     help="closed_form (default), mc (sampled, --mc-passes), none"),
-        click.option("--mc-passes", type=int, default=None, help="MC dropout passes (paper: 5)"),
-        click.option("--clip-model", default="ViT-B-16", show_default=True, help="open_clip model for text relevance."),
-        click.option("--clip-pretrained", default="openai", show_default=True, help="open_clip pretrained tag."),
-        click.option("--clip-random-weights", is_flag=True, help="random CLIP weights (smoke tests)"),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
-
-
-def router_from_options(opts: dict[str, Any], device: str = "cpu"):
-    """Build the router the pruning options describe (None when keep ratio is 1.0)."""
-    from fastsam2.tracking.router import build_router
-
-    if opts.get("keep_ratio", 0.3) >= 1.0:
-        return None
-    extra = {"mc_passes": opts["mc_passes"]} if opts.get("mc_passes") else {}
-    return build_router(
-        opts.get("semantic"),
-        opts.get("uncertainty"),
-        clip_model=opts.get("clip_model", "ViT-B-16"),
-        clip_pretrained=opts.get("clip_pretrained", "openai"),
-        clip_random_weights=opts.get("clip_random_weights", False),
-        router_weights=opts.get("router_weights"),
-        device=device,
-        **extra,
-    )
-
-
-def configure_pruning_from_options(predictor, opts: dict[str, Any]):
-    """Apply the pruning options to a ``PrunedSAM2VideoPredictor``; returns it."""
-    keep = float(opts.get("keep_ratio", 0.3))
-    return predictor.configure_pruning(keep_ratio=keep, router=router_from_options(opts, str(predictor.device)))
 
 
 @click.command("train-router")

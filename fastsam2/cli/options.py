@@ -1,19 +1,21 @@
 """Job options shared by ``run`` and ``submit``, and the JobConfig they build.
 
-Kept apart from the command group so ``fastsam2.submit`` can use them without
-importing the CLI module that registers it.
+The flags become overrides of ``--config FILE`` for the one config loader
+(:func:`fastsam2.config.load_config`); :data:`FLAG_FIELDS` says which field each flag sets,
+so errors name the flag and ``--help`` shows the field's default. Kept apart from the
+command modules so ``run`` and ``submit`` share them without importing each other.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from fastsam2.config import JobConfig, StageResources, deep_merge, default_resources
+from fastsam2.config import ConfigError, JobConfig, StageResources, load_config
+from fastsam2.stage_specs import STAGE_SPECS, STAGES
 
 
 def _floats(value: str | None, n: int, name: str) -> list[float] | None:
@@ -79,7 +81,7 @@ def job_options(fn):
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
         click.option("--resource", "resource_overrides", multiple=True, metavar="STAGE.FIELD=VALUE",
                      help="Per-stage resources, repeatable: e.g. propose.num_gpus=0.25, track.max_actors=8, "
-                          "caption.batch_size=16 (stages: propose, caption, track, write)."),
+                          f"caption.batch_size=16 (stages: {', '.join(s.name for s in STAGES)})."),
         click.option("--detector-weights", help="RPN weights: a file, or 'default' for torchvision's cache."),
         click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box."),
         click.option("--max-objects", type=click.IntRange(min=1), help="Auto prompts: track up to K distinct objects per video."),
@@ -98,19 +100,43 @@ def job_options(fn):
 
 
 #: Which JobConfig field each job option sets (its error messages and shown default come from there).
+#: One entry per flag.
 FLAG_FIELDS: dict[str, tuple[str, ...]] = {
-    "output": ("output",), "max_frames": ("max_frames",), "storage_options": ("storage_options",),
-    **{k: ("model", k) for k in ("sam2_config", "sam2_checkpoint", "image_size", "device", "precision",
-                                                 "profile")},
+    "output": ("output",),
+    "max_frames": ("max_frames",),
+    "storage_options": ("storage_options",),
+    "allow_mixed_settings": ("allow_mixed_settings",),
+    "sam2_config": ("model", "sam2_config"),
+    "sam2_checkpoint": ("model", "sam2_checkpoint"),
+    "random_weights": ("model", "random_weights"),
+    "image_size": ("model", "image_size"),
+    "device": ("model", "device"),
+    "precision": ("model", "precision"),
+    "profile": ("model", "profile"),
     "compile_model": ("model", "compile"),
-    **{k: ("pruning", k) for k in ("keep_ratio", "router_weights", "semantic", "uncertainty", "mc_passes",
-                                    "encoder_sparsity", "encoder_refresh", "encoder_threshold")},
+    "keep_ratio": ("pruning", "keep_ratio"),
+    "router_weights": ("pruning", "router_weights"),
+    "semantic": ("pruning", "semantic"),
+    "uncertainty": ("pruning", "uncertainty"),
+    "mc_passes": ("pruning", "mc_passes"),
+    "encoder_sparsity": ("pruning", "encoder_sparsity"),
+    "encoder_refresh": ("pruning", "encoder_refresh"),
+    "encoder_threshold": ("pruning", "encoder_threshold"),
     "prompts": ("prompts", "mode"),
-    **{k: ("prompts", k) for k in ("point", "box", "text", "caption_backend", "caption_model", "caption_endpoint",
-                                   "detector_weights", "min_objectness", "max_objects", "detect_every")},
-    "track_gpus": ("resources", "track", "num_gpus"), "track_actors": ("resources", "track", "max_actors"),
-}  # fmt: skip
-
+    "point": ("prompts", "point"),
+    "box": ("prompts", "box"),
+    "text": ("prompts", "text"),
+    "caption_backend": ("prompts", "caption_backend"),
+    "caption_model": ("prompts", "caption_model"),
+    "caption_endpoint": ("prompts", "caption_endpoint"),
+    "detector_weights": ("prompts", "detector_weights"),
+    "min_objectness": ("prompts", "min_objectness"),
+    "max_objects": ("prompts", "max_objects"),
+    "detect_every": ("prompts", "detect_every"),
+    "bidirectional": ("prompts", "bidirectional"),
+    "track_gpus": ("resources", "track", "num_gpus"),
+    "track_actors": ("resources", "track", "max_actors"),
+}
 
 def _config_default(path: tuple[str, ...]) -> str:
     """The default of a JobConfig field, as --help shows it ("none" where there is none)."""
@@ -118,7 +144,7 @@ def _config_default(path: tuple[str, ...]) -> str:
 
     value: Any = None
     if path[0] == "resources":
-        value = getattr(default_resources()[path[1]], path[2])
+        value = getattr(STAGE_SPECS[path[1]].defaults, path[2])
     elif len(path) == 1:
         field = JobConfig.model_fields[path[0]]
         value = None if field.default is PydanticUndefined else field.default
@@ -173,8 +199,14 @@ def _resource_overrides(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
-    """Merge ``--config FILE`` with the flags into a validated :class:`JobConfig`."""
+def _set(data: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        data = data.setdefault(key, {})
+    data[path[-1]] = value
+
+
+def flag_overrides(inputs: tuple[str, ...], **kw: Any) -> dict:
+    """The job options as overrides of a JobConfig (None: not given, ``--config``'s value stays)."""
     point = _floats(kw.get("point"), 2, "--point")
     box = _floats(kw.get("box"), 4, "--box")
     storage_options = None
@@ -186,82 +218,35 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
     prompts_mode = kw.get("prompts")
     if prompts_mode is None and (point or box):
         prompts_mode = "user"
-    resources = _resource_overrides(kw.get("resource_overrides") or ())
-    track = resources.setdefault("track", {})
-    if kw.get("track_gpus") is not None:
-        track["num_gpus"] = kw["track_gpus"]
-    if kw.get("track_actors") is not None:
-        track["max_actors"] = kw["track_actors"]
-    flags = {
-        "inputs": list(inputs) or None,
-        "output": kw.get("output"),
-        "storage_options": storage_options,
-        "max_frames": kw.get("max_frames"),
-        "allow_mixed_settings": kw.get("allow_mixed_settings"),
-        "model": {
-            "sam2_config": kw.get("sam2_config"),
-            "sam2_checkpoint": kw.get("sam2_checkpoint"),
-            "random_weights": kw.get("random_weights"),
-            "image_size": kw.get("image_size"),
-            "device": kw.get("device"),
-            "precision": kw.get("precision"),
-            "profile": kw.get("profile"),
-            "compile": kw.get("compile_model"),
-        },
-        "pruning": {"keep_ratio": kw.get("keep_ratio"), "router_weights": kw.get("router_weights"),
-                    "semantic": kw.get("semantic"), "uncertainty": kw.get("uncertainty"), "mc_passes": kw.get("mc_passes"),
-                    "encoder_sparsity": kw.get("encoder_sparsity"), "encoder_refresh": kw.get("encoder_refresh"),
-                    "encoder_threshold": kw.get("encoder_threshold")},
-        "prompts": {
-            "mode": prompts_mode,
-            "point": point,
-            "box": box,
-            "text": kw.get("text"),
-            "caption_backend": kw.get("caption_backend"),
-            "caption_model": kw.get("caption_model"),
-            "caption_endpoint": kw.get("caption_endpoint"),
-            "detector_weights": kw.get("detector_weights"),
-            "min_objectness": kw.get("min_objectness"),
-            "max_objects": kw.get("max_objects"),
-            "detect_every": kw.get("detect_every"),
-            "bidirectional": kw.get("bidirectional"),
-        },
-        "resources": {k: v for k, v in resources.items() if v} or None,
-    }
-    base: dict = {}
-    if kw.get("config_file"):
-        base = _read_yaml(kw["config_file"])
-    data = deep_merge(base, flags)
-    if not data.get("inputs"):
-        raise click.UsageError("give at least one INPUT (video file, frame folder, dataset folder, glob or manifest)")
-    if not data.get("output"):
-        raise click.UsageError("--output is required (a local path or s3://bucket/prefix)")
-    if isinstance(data.get("resources"), dict):  # partial per-stage settings fill in the defaults
-        defaults = {k: v.model_dump() for k, v in default_resources().items()}
-        data["resources"] = deep_merge(defaults, data["resources"])
+    over: dict = {"inputs": list(inputs) or None, "resources": _resource_overrides(kw.get("resource_overrides") or ())}
+    parsed = {"point": point, "box": box, "storage_options": storage_options, "prompts": prompts_mode}
+    for flag, path in FLAG_FIELDS.items():
+        value = parsed[flag] if flag in parsed else kw.get(flag)
+        if value is not None:
+            _set(over, path, value)
+    return over
+
+
+def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
+    """``--config FILE`` with the flags over it, through the one loader, as a validated :class:`JobConfig`."""
+    config_file = kw.get("config_file")
     try:
-        return JobConfig.model_validate(data)
-    except ValidationError as exc:
-        raise click.UsageError(f"invalid job config: {describe_errors(exc, from_file=bool(kw.get('config_file')))}") from None
+        cfg = load_config(config_file, flag_overrides(inputs, **kw), what=config_file and f"--config {config_file}")
+    except ConfigError as exc:
+        if exc.validation is None:
+            raise click.UsageError(str(exc)) from None
+        missing = {e["loc"][:1] for e in exc.validation.errors() if e["type"] == "missing"}
+        if ("inputs",) in missing:
+            raise click.UsageError(NO_INPUT) from None
+        if ("output",) in missing:
+            raise click.UsageError(NO_OUTPUT) from None
+        raise click.UsageError(f"invalid job config: {describe_errors(exc.validation, from_file=bool(config_file))}") from None
+    if not cfg.inputs:
+        raise click.UsageError(NO_INPUT)
+    if not cfg.output:
+        raise click.UsageError(NO_OUTPUT)
+    return cfg
 
 
-def _read_yaml(path: str) -> dict:
-    """``--config FILE`` as a mapping (YAML via safe_load only); errors name the line, never the text."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise click.UsageError(f"--config {path}: not valid YAML{where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise click.UsageError(f"--config {path}: not valid YAML ({type(exc).__name__})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.UsageError(f"--config {path}: cannot read it ({type(exc).__name__})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise click.UsageError(f"--config {path}: expected a mapping (inputs:, output:, model:, ...), "
-                               f"got a {type(data).__name__}")
-    return data
+NO_INPUT = "give at least one INPUT (video file, frame folder, dataset folder, glob or manifest)"
+NO_OUTPUT = "--output is required (a local path or s3://bucket/prefix)"
