@@ -77,10 +77,10 @@ def run_llm(model: str, frames, boxes, engine_overrides: dict, max_new_tokens: i
 
 def run_ray(model: str, names, frames, boxes, engine_overrides: dict, max_new_tokens: int) -> dict:
     """The pipeline's own served caption stage (``served_caption_stage``) on rows like the
-    propose stage makes them: task JSON plus the region as JPEG bytes."""
+    propose stage makes them: task JSON (one object per video here) plus its region as JPEG bytes."""
     import ray
 
-    from fastsam2.config import JobConfig, VideoTask
+    from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
     from fastsam2.prompts.caption import region_jpeg
     from fastsam2.prompts.caption_vllm import served_caption_stage
     from fastsam2.prompts.region import region_image
@@ -89,8 +89,9 @@ def run_ray(model: str, names, frames, boxes, engine_overrides: dict, max_new_to
                     prompts={"caption_backend": "vllm", "caption_model": model, "caption_engine": engine_overrides},
                     resources={"caption": {"num_gpus": 1, "batch_size": max(1, len(names))}})
     rows = [
-        {"video_id": n, "task": VideoTask(video_id=n, uri="unused://", prompt_source="auto").model_dump_json(),
-         "region_jpeg": region_jpeg(region_image(f, b, "crop"))}
+        {"video_id": n, "task": VideoTask(video_id=n, uri="unused://", prompt_source="auto",
+                                          objects=[ObjectPrompt(obj_id=1, box=list(b))]).model_dump_json(),
+         "region_jpegs": [region_jpeg(region_image(f, b, "crop"))]}
         for n, f, b in zip(names, frames, boxes)
     ]
     t0 = time.perf_counter()
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         result["ray"] = r
         ok &= all(r["captions"])
     if args.compare_transformers:
-        from fastsam2.prompts.caption import TransformersCaptioner
+        from fastsam2.prompts.caption_transformers import TransformersCaptioner
 
         hf = TransformersCaptioner(model, device="cuda", max_new_tokens=args.max_new_tokens)
         result["transformers"] = {"captions": hf.caption(frames, boxes)}

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
+from fastsam2.config import JobConfig, ObjectPrompt
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fastsam2.config import ObjectPrompt, VideoTask
+from fastsam2.davis_layout import image_roots
 from fastsam2.storage import filesystem_for, is_remote, normalize_uri, strip_protocol
 from fastsam2.video_ids import assign_ids, safe_id
 
@@ -59,10 +60,9 @@ def _frames_in(fs, path: str) -> list[str]:
 def _tasks_in_folder(fs, uri: str) -> list[VideoTask]:
     """A folder is one video (it holds frames) or many (video files / frame subfolders)."""
     path = strip_protocol(uri).rstrip("/")
-    # DAVIS layout: ROOT/JPEGImages/480p/<seq>/
-    for sub in ("JPEGImages/480p", "JPEGImages/Full-Resolution", "JPEGImages"):
-        if fs.isdir(f"{path}/{sub}") and not _frames_in(fs, f"{path}/{sub}"):
-            return _tasks_in_folder(fs, _with_protocol(uri, f"{path}/{sub}"))
+    for sub in image_roots(path):  # a DAVIS root: one video per sequence folder
+        if fs.isdir(sub) and not _frames_in(fs, sub):
+            return _tasks_in_folder(fs, _with_protocol(uri, sub))
     if _frames_in(fs, path):
         return [VideoTask(video_id=video_id_for(path), uri=_with_protocol(uri, path), kind="frames")]
     tasks: list[VideoTask] = []

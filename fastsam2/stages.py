@@ -9,7 +9,6 @@ video and never stops the others.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 
@@ -44,15 +43,11 @@ def _fail(task: VideoTask, stage: str, exc: BaseException, run_id: str) -> None:
     task.error = row
 
 
-def _rows(tasks: list[VideoTask], regions: list[bytes | None] | None = None,
-          crops: list[list[bytes] | None] | None = None) -> dict:
-    """A batch of rows; ``regions`` adds the ``region_jpeg`` column (the first object's crop, what
-    the served caption stage reads), ``crops`` the ``region_jpegs`` column (every object's crop,
-    what the in-actor caption stage reads)."""
+def _rows(tasks: list[VideoTask], crops: list[list[bytes] | None] | None = None) -> dict:
+    """A batch of rows; ``crops`` adds the ``region_jpegs`` column (every object's crop as JPEG
+    bytes, what both caption paths read)."""
     out = {"video_id": np.array([t.video_id for t in tasks], dtype=object),
            "task": np.array([t.model_dump_json() for t in tasks], dtype=object)}
-    if regions is not None:
-        out["region_jpeg"] = np.array(regions, dtype=object)
     if crops is not None:
         out["region_jpegs"] = np.array([list(c) if c else None for c in crops], dtype=object)
     return out
@@ -60,8 +55,9 @@ def _rows(tasks: list[VideoTask], regions: list[bytes | None] | None = None,
 
 def needs_caption(task: VideoTask, cfg: JobConfig) -> bool:
     """An automatic prompt with no text yet, in a job that captions."""
-    return (not task.error and task.prompt_source == "auto" and not task.text
-            and cfg.prompts.caption_backend != "none")
+    from fastsam2.prompts.auto import wants_caption
+
+    return wants_caption(task) and cfg.prompts.caption_backend != "none"
 
 
 class ProposeStage:
@@ -84,46 +80,28 @@ class ProposeStage:
         self._scorer = None  # CLIP region-text scorer, for text-grounded selection
 
     def __call__(self, batch: dict) -> dict:
-        from fastsam2.prompts.grounding import select_by_text
-        from fastsam2.prompts.multi import find_objects, found_to_prompts
+        from fastsam2.prompts.auto import object_regions, propose_prompts
         from fastsam2.sources import FrameReader
 
-        from fastsam2.prompts.caption import region_jpeg
-        from fastsam2.prompts.region import region_image
-
         tasks = _tasks(batch)
-        regions: list[bytes | None] = [None] * len(tasks)  # first object's crop (the served caption stage's input)
-        crops: list[list[bytes] | None] = [None] * len(tasks)  # every object's crop
+        crops: list[list[bytes] | None] = [None] * len(tasks)  # every object's crop, for captioning
         p = self.cfg.prompts
         for i, task in enumerate(tasks):
             if task.error or task.prompt_source != "auto":
                 continue
             try:
                 reader = FrameReader(task, self.cfg.storage_options, max_frames=self.cfg.max_frames)
-                if task.text:  # the phrase picks the objects: score every candidate, keep the matches
-                    settings = dataclasses.replace(multi_object_settings(self.cfg), max_objects=3 * p.max_objects)
-                    frame_idx, frame, found = find_objects(iter(reader), self.proposer, self.masker, settings,
-                                                           max_frames=p.max_search_frames)
-                    picked = select_by_text(frame, found, task.text, self._text_scorer(), p.text_threshold,
-                                            p.max_objects)
-                    task.objects = found_to_prompts([g.obj for g in picked], frame_idx, 1, task.text, source="text")
-                    for obj, g in zip(task.objects, picked):
-                        obj.clip_score = g.clip_score
-                    task.prompt_source = "text"
-                else:
-                    frame_idx, frame, found = find_objects(iter(reader), self.proposer, self.masker,
-                                                           multi_object_settings(self.cfg), max_frames=p.max_search_frames)
-                    task.objects = found_to_prompts(found, frame_idx, first_id=1)
-                task.objectness = task.objects[0].objectness
+                frame = propose_prompts(task, iter(reader), self.proposer, self.masker, multi_object_settings(self.cfg),
+                                        max_frames=p.max_search_frames, text_scorer=self._text_scorer,
+                                        text_threshold=p.text_threshold)
                 if needs_caption(task, self.cfg):
-                    # Each object's region travels with the row as a small JPEG: the caption
-                    # stage (other actors, other GPUs) never decodes the video.
-                    crops[i] = [region_jpeg(region_image(frame, o.box, "crop")) for o in task.objects]
-                    regions[i] = crops[i][0]
+                    # The regions travel with the row: the caption stage (other actors, other GPUs)
+                    # never decodes the video.
+                    crops[i] = object_regions(frame, task)
             except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
                 _fail(task, "propose", exc, self.cfg.run_id)
         report(self.cfg.run_id, "propose", len(tasks))
-        return _rows(tasks, regions, crops)
+        return _rows(tasks, crops)
 
     def _text_scorer(self):
         """The router's CLIP model, loaded on the first text-grounded video (one-line error without weights)."""
@@ -175,7 +153,7 @@ class CaptionStage:
     spec = CAPTION
 
     def __init__(self, config_json: str):
-        from fastsam2.prompts.caption import make_captioner
+        from fastsam2.prompts.captioners import make_captioner
 
         self.cfg = JobConfig.model_validate_json(config_json)
         _set_threads(self.cfg, "caption")
@@ -185,11 +163,12 @@ class CaptionStage:
                                         engine_kwargs=p.caption_engine or None)
 
     def __call__(self, batch: dict) -> dict:
+        from fastsam2.prompts.auto import caption_prompts
         from fastsam2.prompts.caption import jpeg_to_array
 
         tasks = _tasks(batch)
         jpegs = batch.get("region_jpegs")
-        todo, regions, owners = [], [], []  # one region per object: all objects of the batch in one call
+        todo, regions = [], []  # one region per object: all objects of the batch in one call
         for i, task in enumerate(tasks):
             if not needs_caption(task, self.cfg):
                 continue
@@ -197,26 +176,16 @@ class CaptionStage:
                 crops = None if jpegs is None else jpegs[i]
                 if crops is None or len(crops) != len(task.objects):
                     raise ValueError("the propose stage sent no region image for this video's objects")
-                regions.extend(jpeg_to_array(c) for c in crops)
-                owners.extend(task.objects)
+                regions.append([jpeg_to_array(c) for c in crops])
                 todo.append(task)
             except Exception as exc:  # noqa: BLE001
                 _fail(task, "caption", exc, self.cfg.run_id)
         if todo:
             try:
-                captions = self.captioner.caption_regions(regions)  # one batched call
+                caption_prompts(todo, regions, self.captioner)
             except Exception as exc:  # noqa: BLE001
                 for task in todo:
                     _fail(task, "caption", exc, self.cfg.run_id)
-                return _rows(tasks)
-            from fastsam2.prompts.multi import apply_captions
-
-            apply_captions(owners, captions)
-            for task in todo:
-                first = task.objects[0]
-                task.caption, task.text = first.caption, first.text  # videos/ keeps the first object's
-                task.caption_backend = self.captioner.backend
-                task.caption_model = self.captioner.model
         report(self.cfg.run_id, "caption", len(tasks))
         return _rows(tasks)
 
@@ -237,7 +206,7 @@ class TrackStage:
 
     def _new_object_detector(self):
         """Proposer, coarse masker (sharing the tracker's SAM2) and captioner for objects that enter later."""
-        from fastsam2.prompts.caption import make_captioner
+        from fastsam2.prompts.captioners import make_captioner
         from fastsam2.prompts.click import CoarseMasker
         from fastsam2.prompts.multi import NewObjectDetector
 

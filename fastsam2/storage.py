@@ -1,9 +1,13 @@
 """Object storage: a filesystem from a URI, atomic Parquet writes, which videos are done.
 
-Local paths and ``s3://`` URIs go through fsspec. For S3 the standard AWS
+The one storage layer of the house: the pipeline, ``eval``, ``report`` and
+``export`` all reach files through it, so a URI means the same everywhere.
+Local paths, ``file://``, ``s3://`` and ``s3a://`` (Spark's spelling of the
+same bucket) URIs go through fsspec. For S3 the standard AWS
 variables are honoured (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``) and ``storage_options``
-(the ``--storage-options`` JSON) are passed to ``s3fs.S3FileSystem``.
+(the ``--storage-options`` JSON) are passed to ``s3fs.S3FileSystem``; every
+function that touches storage takes them.
 
 Atomicity: a local file is written to a temp name and renamed; an S3 object
 appears only when its upload completes. Either way a reader never sees half a
@@ -19,6 +23,7 @@ import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import fsspec
@@ -29,23 +34,43 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: URI schemes served by s3fs (``s3a`` is how Spark and Hadoop spell ``s3``).
+S3_SCHEMES = ("s3://", "s3a://")
+
+
 def is_remote(uri: str) -> bool:
+    uri = str(uri)
     return "://" in uri and not uri.startswith("file://")
 
 
 def strip_protocol(uri: str) -> str:
+    uri = str(uri)
     return uri.split("://", 1)[1] if "://" in uri else uri
 
 
 def normalize_uri(uri: str) -> str:
     """``file:///abs/path`` (or ``file://rel``) -> the plain local path; other URIs unchanged."""
+    uri = str(uri)
     return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def canonical_uri(uri: str) -> str:
+    """One spelling per location, to match rows that name a location (eval's ``pred``) to runs.
+
+    ``s3a://b/x/`` -> ``s3://b/x``; a local path (or ``file://`` URI) -> absolute and resolved.
+    """
+    uri = str(uri)
+    if is_remote(uri):
+        scheme, rest = uri.split("://", 1)
+        return f"{'s3' if scheme == 's3a' else scheme}://{rest.strip('/')}"
+    return str(Path(normalize_uri(uri)).expanduser().resolve())
 
 
 def filesystem_for(uri: str, storage_options: dict[str, Any] | None = None) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem that serves ``uri``."""
+    uri = str(uri)
     opts = dict(storage_options or {})
-    if uri.startswith("s3://"):
+    if uri.startswith(S3_SCHEMES):
         import s3fs
 
         endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -60,8 +85,21 @@ def filesystem_for(uri: str, storage_options: dict[str, Any] | None = None) -> f
     return fsspec.filesystem("file", auto_mkdir=True)
 
 
+def fs_and_path(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for ``uri`` and the path to use with it.
+
+    Remote: the URI without its protocol (and trailing ``/``); local: the absolute
+    path, ``~`` expanded, so listings of it return paths that start with it.
+    """
+    fs = filesystem_for(uri, storage_options)
+    if is_remote(uri):
+        return fs, strip_protocol(uri).rstrip("/")
+    return fs, str(Path(normalize_uri(uri)).expanduser().absolute())
+
+
 def join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts])
+    """``root/part/part``: one ``/`` between the pieces whatever slashes they carry."""
+    return "/".join([str(root).rstrip("/"), *(p.strip("/") for p in parts)])
 
 
 #: OS errors no retry can fix: a full or read-only disk, a name too long, no permission.
@@ -151,17 +189,28 @@ def delete_if_exists(uri: str, storage_options: dict[str, Any] | None = None) ->
         pass
 
 
-def list_parquet(root: str, table: str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Paths (without protocol) of the Parquet files of one table, hive subfolders included."""
-    fs = filesystem_for(root, storage_options)
-    base = strip_protocol(join(root, table))
+def parquet_files(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """The Parquet files of a dataset folder, recursively (flat or hive-partitioned), sorted.
+
+    Names under ``path`` that start with ``.`` or ``_`` are skipped, as Arrow's and
+    Spark's dataset readers do: our writers' temp files while they commit, Spark's
+    ``_temporary/`` and ``_SUCCESS``, ``_metadata``.
+    """
     try:
-        if not fs.exists(base):
+        if not fs.exists(path):
             return []
-        files = fs.find(base)
-    except FileNotFoundError:
+        found = fs.find(path)
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(p for p in files if p.endswith(".parquet") and not os.path.basename(p).startswith("."))
+    root = path.rstrip("/")
+    return sorted(p for p in found if p.endswith(".parquet")
+                  and not any(part.startswith((".", "_")) for part in p[len(root):].split("/") if part))
+
+
+def list_parquet(root: str, table: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Paths (without protocol) of the Parquet files of one table of a run root, hive subfolders included."""
+    fs, base = fs_and_path(join(root, table), storage_options)
+    return parquet_files(fs, base)
 
 
 def recorded_ids(root: str, table: str, storage_options: dict[str, Any] | None = None) -> dict[str, str]:
@@ -193,8 +242,16 @@ def read_table(root: str, table: str, storage_options: dict[str, Any] | None = N
         with fs.open(path, "rb") as f:
             return pq.ParquetFile(f).read(columns=columns)
 
-    # One small file per video: on S3 latency dominates, so read several at once (the
-    # resume check reads every videos/ and errors/ file of the root).
-    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
-        tables = list(pool.map(read_one, files))
-    return pa.concat_tables(tables, promote_options="default")
+    return pa.concat_tables(read_many(files, read_one), promote_options="default")
+
+
+def read_many(files: list[str], read_one: Callable[[str], T], max_threads: int = 16) -> list[T]:
+    """``read_one`` over ``files``, several at once, results in order.
+
+    One small file per video: on S3 latency, not bandwidth, dominates (the resume
+    check reads every videos/ and errors/ file of a root; eval every masks/ file).
+    """
+    if len(files) <= 1:
+        return [read_one(f) for f in files]
+    with ThreadPoolExecutor(max_workers=min(max_threads, len(files))) as pool:
+        return list(pool.map(read_one, files))

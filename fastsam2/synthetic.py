@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fastsam2.davis_layout import annotations_dir, images_dir
+
 SHAPES = ("disc", "square", "ring")
 COLORS = ((230, 60, 50), (40, 170, 70), (50, 90, 220), (240, 200, 40))
 
@@ -151,8 +153,8 @@ def _palette() -> list[int]:
 def write_frames(video: SyntheticVideo, root: str | Path, fmt: str = "jpg") -> Path:
     """Write DAVIS layout: ``root/JPEGImages/480p/<name>/00000.jpg`` and palette annotations."""
     root = Path(root)
-    img_dir = root / "JPEGImages" / "480p" / video.name
-    ann_dir = root / "Annotations" / "480p" / video.name
+    img_dir = Path(images_dir(root)) / video.name
+    ann_dir = Path(annotations_dir(root)) / video.name
     img_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
     for i, (frame, mask) in enumerate(zip(video.frames, video.masks)):

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from fastsam2.prompts.caption import QUESTIONS, CaptionError, make_captioner
+from fastsam2.prompts.caption import QUESTIONS, CaptionError
+from fastsam2.prompts.captioners import make_captioner
 from fastsam2.prompts.caption_openai import OpenAICaptioner, completions_url, parse_retry_after
 from helpers import noise_frame
 

@@ -5,7 +5,8 @@
   ``vllm_parsed``) and then through Ray's own ``ChatTemplateUDF`` with the tiny LLaVA's
   processor, which carries the llava-1.5 checkpoints' chat template verbatim.
 - The pipeline wiring: ``served_caption_stage`` on a real local Ray dataset, with only
-  the vLLM engine replaced (``_EngineStandIn``): JPEGs in, captions and errors out.
+  the vLLM engine replaced (``_EngineStandIn``): every object's JPEG in, one caption and
+  phrase per object out (and into ``objects/`` rows), errors per video, no video lost.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from fastsam2.config import JobConfig, VideoTask
+from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
 from fastsam2.prompts.caption import QUESTIONS, llava_prompt, region_jpeg
 from fastsam2.prompts.caption_vllm import (
     caption_request_row,
@@ -105,15 +106,18 @@ class _EngineStandIn:
     """STAND-IN for the vLLM engine stages of ``build_processor`` (no GPU here).
 
     Applies our preprocess and postprocess as Ray's processor does, and "generates"
-    a caption naming the mean grey level of the image it was sent; an image whose
-    data URL decodes to the poison colour fails as an engine error would.
+    a caption naming the grey level of the image it was sent (a word and the number);
+    an image whose data URL decodes to the poison colour fails as an engine error would
+    (such rows skip the postprocess, as in Ray).
     """
+
+    WORDS = ("black", "dark", "dim", "light", "pale", "white")
 
     def __init__(self, kwargs, pre, post):
         self.kwargs, self.pre, self.post = kwargs, pre, post
 
     def __call__(self, ds):
-        pre, post = self.pre, self.post
+        pre, post, words = self.pre, self.post, self.WORDS
 
         def engine(row):
             import base64
@@ -124,27 +128,57 @@ class _EngineStandIn:
             url = req["messages"][0]["content"][0]["image_url"]["url"]
             level = int(jpeg_to_array(base64.b64decode(url.split(",", 1)[1])).mean())
             if level > 240:
-                return {**req, "__inference_error__": "CUDA error: illegal memory access"}
-            text = f" A grey object of level {level // 10 * 10}. " if req["sampling_params"]["max_tokens"] > 1 else "x"
+                return {**req, "prompt": "...", "request_id": -1, "__inference_error__": "CUDA error: illegal memory access"}
+            text = (f" A {words[level // 50]} grey object of level {level // 10 * 10}. "
+                    if req["sampling_params"]["max_tokens"] > 1 else "x")
             return {**post({**req, "generated_text": text}), "__inference_error__": ""}
 
         return ds.map(engine)
 
 
-def test_served_stage_captions_rows_from_their_jpegs(ray_local):
+def _grey(level: int) -> bytes:
+    return region_jpeg(np.full((32, 32, 3), level, np.uint8))
+
+
+def _auto_task(vid: str, num_objects: int) -> VideoTask:
+    objects = [ObjectPrompt(obj_id=k + 1, box=[10.0 * k, 0.0, 10.0 * k + 8, 8.0], point=[10.0 * k + 4, 4.0],
+                            objectness=0.9, source="auto") for k in range(num_objects)]
+    return VideoTask(video_id=vid, uri="unused://never-read", prompt_source="auto", objects=objects)
+
+
+def test_served_stage_captions_every_object_from_its_own_jpeg(ray_local):
     import ray
 
-    cfg = JobConfig(inputs=["x"], output="o", prompts={"caption_backend": "vllm", "caption_model": "m"})
-    tasks = [VideoTask(video_id=f"v{i}", uri="unused://never-read", prompt_source="auto") for i in range(4)]
+    from fastsam2.labeling import object_row
+    from fastsam2.prompts.refine import refine_caption
+    from fastsam2.schema import table_from_rows
+
+    cfg = JobConfig(inputs=["x"], output="o", prompts={"caption_backend": "vllm", "caption_model": "m"},
+                    resources={"caption": {"batch_size": 2}})
+    tasks = [_auto_task("v0", 3), _auto_task("v1", 1), _auto_task("v2", 1), _auto_task("v3", 2), _auto_task("v4", 1)]
     tasks[2].text = "a user phrase"  # needs no caption: passes through
-    jpegs = [region_jpeg(np.full((32, 32, 3), 100, np.uint8)), region_jpeg(np.full((32, 32, 3), 200, np.uint8)),
-             None, region_jpeg(np.full((32, 32, 3), 255, np.uint8))]
-    rows = [{"video_id": t.video_id, "task": t.model_dump_json(), "region_jpeg": j} for t, j in zip(tasks, jpegs)]
-    ds = served_caption_stage(ray.data.from_items(rows), cfg, build=_EngineStandIn)
+    tasks[4].error = {"stage": "propose", "message": "no proposal"}  # failed earlier: passes through
+    crops = [[_grey(60), _grey(160), _grey(210)], [_grey(200)], None, [_grey(100), _grey(255)], None]
+    rows = [{"video_id": t.video_id, "task": t.model_dump_json(), "region_jpegs": c} for t, c in zip(tasks, crops)]
+    ds = served_caption_stage(ray.data.from_items(rows, override_num_blocks=3), cfg, build=_EngineStandIn)
     out = {r["video_id"]: VideoTask.model_validate_json(r["task"]) for r in ds.take_all()}
-    assert sorted(out) == ["v0", "v1", "v2", "v3"]
-    assert out["v0"].caption == "A grey object of level 100." and out["v0"].text
-    assert out["v1"].caption == "A grey object of level 200." and out["v1"].caption_backend == "vllm"
-    assert out["v1"].caption_model == "m"
+    assert sorted(out) == ["v0", "v1", "v2", "v3", "v4"], "one row per video, none lost"
+
+    v0 = out["v0"]
+    assert [o.caption for o in v0.objects] == ["A dark grey object of level 60.", "A light grey object of level 160.",
+                                               "A pale grey object of level 210."], "each object its own crop, in order"
+    assert [o.text for o in v0.objects] == [refine_caption(o.caption) for o in v0.objects]
+    assert [o.text for o in v0.objects] == ["dark grey object", "light grey object", "pale grey object"]
+    assert (v0.caption, v0.text) == (v0.objects[0].caption, v0.objects[0].text)
+    assert (v0.caption_backend, v0.caption_model) == ("vllm", "m")
+    assert out["v1"].objects[0].caption == "A pale grey object of level 200." and out["v1"].error is None
     assert out["v2"].caption is None and out["v2"].text == "a user phrase"
+    assert out["v4"].error == {"stage": "propose", "message": "no proposal"} and out["v4"].caption is None
     assert out["v3"].error["stage"] == "caption" and "illegal memory access" in out["v3"].error["message"]
+
+    # The objects/ rows labeling builds from these tasks: three captions and phrases for v0's three objects.
+    objects = table_from_rows("objects", [object_row(out["v0"], o, cfg, None, None) for o in out["v0"].objects])
+    got = objects.select(["obj_id", "caption", "phrase", "caption_backend", "caption_model"]).to_pylist()
+    assert [(r["obj_id"], r["phrase"]) for r in got] == [(1, "dark grey object"), (2, "light grey object"),
+                                                          (3, "pale grey object")]
+    assert all(r["caption"] and r["caption_backend"] == "vllm" and r["caption_model"] == "m" for r in got)

@@ -25,10 +25,11 @@ def test_propose_cuts_the_region_and_caption_uses_only_it(tmp_path):
     tasks = [VideoTask(video_id="v", uri=str(frames_dir), kind="frames", prompt_source="auto"),
              VideoTask(video_id="w", uri=str(frames_dir), kind="frames", prompt_source="auto", text="a red disc")]
     proposed = ProposeStage(cfg.model_dump_json())(_rows(tasks))
-    jpeg, no_jpeg = proposed["region_jpeg"]
-    assert no_jpeg is None, "a video with the user's text needs no caption region"
-    region = jpeg_to_array(jpeg)
+    crops, no_crops = proposed["region_jpegs"]
+    assert no_crops is None, "a video with the user's text needs no caption region"
     task = VideoTask.model_validate_json(proposed["task"][0])
+    assert len(crops) == len(task.objects) >= 1  # one crop per object
+    region = jpeg_to_array(crops[0])
     x0, y0, x1, y1 = task.objects[0].box
     assert region.shape[0] == region.shape[1] >= max(x1 - x0, y1 - y0) * 0.9  # the padded square crop
     assert region.shape[0] <= max(80, 64) * 1.3 + 2
@@ -39,7 +40,7 @@ def test_propose_cuts_the_region_and_caption_uses_only_it(tmp_path):
         t.uri = "s3://no-such-bucket/never-read.mp4"
         proposed["task"][i] = t.model_dump_json()
     captioned = CaptionStage(cfg.model_dump_json())(proposed)
-    assert "region_jpeg" not in captioned  # later stages carry no image bytes
+    assert "region_jpegs" not in captioned  # later stages carry no image bytes
     got = [VideoTask.model_validate_json(t) for t in captioned["task"]]
     assert got[0].error is None and got[0].caption and got[0].caption_backend == "transformers"
     assert got[1].caption is None and got[1].text == "a red disc"

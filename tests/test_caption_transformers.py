@@ -7,14 +7,9 @@ import pytest
 from PIL import Image
 
 from fastsam2.models.llava import IMAGE_TOKEN, TINY_LLAVA_NAME, build_tiny_llava, build_tiny_tokenizer, save_tiny_llava
-from fastsam2.prompts.caption import (
-    QUESTIONS,
-    Captioner,
-    TransformersCaptioner,
-    clean_caption,
-    llava_prompt,
-    make_captioner,
-)
+from fastsam2.prompts.caption import QUESTIONS, Captioner, clean_caption, llava_prompt
+from fastsam2.prompts.caption_transformers import TransformersCaptioner
+from fastsam2.prompts.captioners import make_captioner
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastsam2.prompts.caption import QUESTIONS, llava_prompt, make_captioner
+from fastsam2.prompts.caption import QUESTIONS, llava_prompt
+from fastsam2.prompts.captioners import make_captioner
 from fastsam2.prompts.caption_vllm import (
     DEFAULT_ENGINE_KWARGS,
     VLLMCaptioner,

@@ -16,12 +16,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "fastsam2"
 
 #: Known edges taken out of the graph, each with the change that removes it.
-ALLOWED_EDGES: dict[tuple[str, str], str] = {
-    # The captioner factory in prompts/caption.py imports its own subclasses:
-    # removed by the prompts consolidation.
-    ("fastsam2.prompts.caption", "fastsam2.prompts.caption_openai"): "removed by the prompts consolidation",
-    ("fastsam2.prompts.caption", "fastsam2.prompts.caption_vllm"): "removed by the prompts consolidation",
-}
+ALLOWED_EDGES: dict[tuple[str, str], str] = {}
 
 
 def module_names(package_dir: Path) -> dict[str, Path]:

@@ -27,8 +27,9 @@ import numpy as np
 import pyarrow as pa
 
 from fastsam2.eval import metrics
-from fastsam2.eval.io import EvalError, normalize_uri, unique_labels, write_parquet
+from fastsam2.eval.io import EvalError, unique_labels
 from fastsam2.eval.readers import GroundTruth, GroundTruthSet, PngPredictions, RunPredictions, open_predictions
+from fastsam2.storage import canonical_uri, write_parquet_atomic
 
 MEASURES = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 
@@ -188,8 +189,11 @@ def evaluate(
     strict: bool = False,
     legacy_uint8: bool = False,
     progress: Callable[[str], None] | None = None,
+    storage_options: dict | None = None,
 ) -> list[EvalResult]:
     """Evaluate each prediction source (run root or PNG folder) against ``gt_root``.
+
+    ``storage_options`` (as ``--storage-options``) reach every ``s3://`` read.
 
     Sequences absent from a source are listed in ``missing_sequences`` and left
     out of its scores (an error with ``strict``), so a run over a subset of a
@@ -199,9 +203,9 @@ def evaluate(
         raise EvalError(f"void must be 'background' or 'ignore', not {void!r}")
     if not preds:
         raise EvalError("no predictions given")
-    gts = GroundTruthSet(gt_root)
+    gts = GroundTruthSet(gt_root, storage_options)
     names = _select_sequences(gts, sequences)
-    sources: list[PngPredictions | RunPredictions] = [open_predictions(p, names) for p in preds]
+    sources: list[PngPredictions | RunPredictions] = [open_predictions(p, names, storage_options) for p in preds]
     labels = unique_labels([s.uri for s in sources])
     protocol = {
         "task": "semi-supervised",
@@ -211,7 +215,7 @@ def evaluate(
         "decay_bins": "uint8-legacy" if legacy_uint8 else "exact",
     }
     results = [
-        EvalResult(pred=s.key, label=lab, gt=normalize_uri(gt_root), protocol=protocol)
+        EvalResult(pred=s.key, label=lab, gt=canonical_uri(gt_root), protocol=protocol)
         for s, lab in zip(sources, labels)
     ]
     available = [s.sequences() for s in sources]
@@ -274,7 +278,7 @@ def results_json(results: Sequence[EvalResult]) -> dict:
     }
 
 
-def write_scores(results: Sequence[EvalResult], uri: str) -> str:
+def write_scores(results: Sequence[EvalResult], uri: str, storage_options: dict | None = None) -> str:
     """Write per-object per-frame scores of all sources to one Parquet file.
 
     A URI ending in ``.parquet`` is the file; anything else is a folder that
@@ -282,4 +286,5 @@ def write_scores(results: Sequence[EvalResult], uri: str) -> str:
     """
     table = pa.concat_tables([r.scores_table() for r in results])
     target = uri if uri.endswith(".parquet") else uri.rstrip("/") + "/scores.parquet"
-    return write_parquet(table, target)
+    write_parquet_atomic(table, target, storage_options)
+    return target

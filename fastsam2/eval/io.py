@@ -1,24 +1,24 @@
-"""Tiny storage layer for eval and report: local paths and ``s3://`` through fsspec.
+"""Reading run tables and scores for eval and report, on top of :mod:`fastsam2.storage`.
 
-Why private and small: the pipeline's own storage helper lives elsewhere and may
-change; eval/report only need to list, read and write Parquet/PNG files.  S3 goes
-through s3fs, honouring ``AWS_ENDPOINT_URL`` and the standard AWS variables, so
-the same code reads a MinIO bucket, real S3 or the moto server the tests start.
+Storage itself (filesystems, ``s3``/``s3a``, ``storage_options``, joins,
+listings, atomic writes) lives in :mod:`fastsam2.storage`, as for the pipeline;
+what stays here is what only eval and report need: reading a whole folder of
+Parquet into one table conformed to a schema (hive keys as columns, row
+filters applied per file), short labels for locations, and :class:`EvalError`.
 """
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fastsam2.schema import SCHEMAS
+from fastsam2.storage import fs_and_path, join, parquet_files, read_many
 
 _READ_THREADS = 8
 
@@ -27,39 +27,9 @@ class EvalError(Exception):
     """Bad input to eval/report: shown to the user as one line, without a traceback."""
 
 
-def is_remote(uri: str) -> bool:
-    return "://" in str(uri) and not str(uri).startswith("file://")
-
-
-def filesystem(uri: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem for a URI and the path to use with it."""
-    uri = str(uri)
-    opts = dict(storage_options or {})
-    if uri.startswith(("s3://", "s3a://")):
-        import s3fs
-
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-        if endpoint and "endpoint_url" not in opts:
-            opts["endpoint_url"] = endpoint
-        fs = s3fs.S3FileSystem(**opts)
-        return fs, uri.split("://", 1)[1].rstrip("/")
-    if is_remote(uri):
-        fs, path = fsspec.core.url_to_fs(uri, **opts)
-        return fs, path.rstrip("/")
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    return fsspec.filesystem("file"), str(Path(uri).expanduser().absolute())
-
-
-def normalize_uri(uri: str) -> str:
-    """A canonical spelling of a run/prediction location, used to match eval rows to runs."""
-    uri = str(uri)
-    if is_remote(uri):
-        scheme, rest = uri.split("://", 1)
-        return f"{'s3' if scheme == 's3a' else scheme}://{rest.strip('/')}"
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    return str(Path(uri).expanduser().resolve())
+def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for a URI and the path to use with it (:func:`fastsam2.storage.fs_and_path`)."""
+    return fs_and_path(uri, storage_options)
 
 
 def display_name(uri: str) -> str:
@@ -80,16 +50,6 @@ def unique_labels(uris: list[str]) -> list[str]:
     return [str(u) for u in uris]
 
 
-def list_parquet(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
-    """Parquet files under ``root``, recursively (flat or hive-partitioned), sorted."""
-    if not fs.exists(root):
-        return []
-    files = [p for p in fs.find(root) if p.endswith(".parquet")]
-    # Skip temp/hidden files a writer may leave while committing atomically.
-    files = [p for p in files if not any(part.startswith((".", "_")) for part in p[len(root) :].split("/") if part)]
-    return sorted(files)
-
-
 def _hive_values(root: str, path: str) -> dict[str, str]:
     rel = path[len(root) :].strip("/").split("/")[:-1]
     return dict(part.split("=", 1) for part in rel if "=" in part)
@@ -100,6 +60,7 @@ def read_parquet_dir(
     columns: list[str] | None = None,
     schema: pa.Schema | None = None,
     row_filter: Callable[[pa.Table], pa.Table] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> pa.Table | None:
     """Read every Parquet file under ``uri`` into one table; None when there are none.
 
@@ -108,8 +69,8 @@ def read_parquet_dir(
     to it, so tables read from different writers concatenate cleanly.  ``row_filter``
     is applied file by file, so only the wanted rows are ever held in memory.
     """
-    fs, root = filesystem(uri)
-    files = list_parquet(fs, root)
+    fs, root = fs_and_path(uri, storage_options)
+    files = parquet_files(fs, root)
     if not files:
         return None
 
@@ -126,10 +87,7 @@ def read_parquet_dir(
             t = _conform(t, schema, columns)
         return t if row_filter is None else row_filter(t)
 
-    # One file per video: on S3 the latency, not the bandwidth, dominates, so read a few at once.
-    with ThreadPoolExecutor(_READ_THREADS) as ex:
-        tables = list(ex.map(read_one, files))
-    return pa.concat_tables(tables, promote_options="permissive")
+    return pa.concat_tables(read_many(files, read_one, _READ_THREADS), promote_options="permissive")
 
 
 def _conform(t: pa.Table, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
@@ -159,25 +117,8 @@ def read_run_table(
     table: str,
     columns: list[str] | None = None,
     row_filter: Callable[[pa.Table], pa.Table] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> pa.Table | None:
     """One table (masks/frames/videos/errors) of a run root, with the project schema."""
-    return read_parquet_dir(join(run_uri, table), columns=columns, schema=SCHEMAS.get(table), row_filter=row_filter)
-
-
-def join(uri: str, *parts: str) -> str:
-    uri = str(uri).rstrip("/")
-    return "/".join([uri, *[p.strip("/") for p in parts]])
-
-
-def write_parquet(table: pa.Table, uri: str) -> str:
-    """Write one Parquet file (local or s3://), creating parent folders; returns the URI."""
-    fs, path = filesystem(uri)
-    parent = posixpath.dirname(path)
-    if parent and not is_remote(uri):
-        fs.makedirs(parent, exist_ok=True)
-    tmp = path if is_remote(uri) else posixpath.join(parent, f".{posixpath.basename(path)}.tmp")
-    with fs.open(tmp, "wb") as fh:
-        pq.write_table(table, fh)
-    if tmp != path:
-        os.replace(tmp, path)  # atomic on local disks: readers never see half a file
-    return uri
+    return read_parquet_dir(join(run_uri, table), columns=columns, schema=SCHEMAS.get(table), row_filter=row_filter,
+                            storage_options=storage_options)

@@ -27,7 +27,9 @@ import pyarrow.compute as pc
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from fastsam2.eval.io import EvalError, display_name, filesystem, join, list_parquet, normalize_uri, read_run_table
+from fastsam2.davis_layout import annotation_roots
+from fastsam2.eval.io import EvalError, display_name, read_run_table
+from fastsam2.storage import canonical_uri, fs_and_path, join, parquet_files
 
 VOID = 255
 _PNG_THREADS = 4  # PIL releases the GIL while decoding; a few threads hide file latency.
@@ -97,12 +99,12 @@ class GroundTruthSet:
     path straight to ``Annotations/480p`` works too.
     """
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, storage_options: dict | None = None):
         self.uri = str(root)
-        self.fs, base = filesystem(root)
+        self.fs, base = fs_and_path(root, storage_options)
         if not self.fs.isdir(base):
             raise EvalError(f"ground truth folder not found: {root}")
-        for candidate in (join(base, "Annotations", "480p"), join(base, "Annotations"), base):
+        for candidate in annotation_roots(base):
             if self.fs.isdir(candidate) and self._scan(candidate):
                 self.path = candidate
                 break
@@ -166,11 +168,11 @@ class PngPredictions:
 
     kind = "png"
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, storage_options: dict | None = None):
         self.uri = str(uri)
-        self.key = normalize_uri(uri)
+        self.key = canonical_uri(uri)
         self.label = display_name(uri)
-        self.fs, self.path = filesystem(uri)
+        self.fs, self.path = fs_and_path(uri, storage_options)
         if not self.fs.isdir(self.path):
             raise EvalError(f"prediction folder not found: {uri}")
 
@@ -204,13 +206,13 @@ class RunPredictions:
     kind = "run"
     COLUMNS = ["video_id", "obj_id", "frame_idx", "height", "width", "rle"]
 
-    def __init__(self, uri: str, sequences: Iterable[str] | None = None):
+    def __init__(self, uri: str, sequences: Iterable[str] | None = None, storage_options: dict | None = None):
         self.uri = str(uri)
-        self.key = normalize_uri(uri)
+        self.key = canonical_uri(uri)
         self.label = display_name(uri)
         wanted = None if sequences is None else pa.array(sorted(set(sequences)), pa.string())
         keep = None if wanted is None else (lambda t: t.filter(pc.is_in(t["video_id"], value_set=wanted)))
-        table = read_run_table(uri, "masks", columns=self.COLUMNS, row_filter=keep)
+        table = read_run_table(uri, "masks", columns=self.COLUMNS, row_filter=keep, storage_options=storage_options)
         if table is None:
             raise EvalError(f"no masks/*.parquet under {uri}")
         self.table = table
@@ -257,16 +259,17 @@ class RunPredictions:
         return PredictedSequence(num_objects, None, masks, (t_count, h, w), missing=missing)
 
 
-def open_predictions(uri: str, sequences: Iterable[str] | None = None) -> PngPredictions | RunPredictions:
+def open_predictions(uri: str, sequences: Iterable[str] | None = None,
+                     storage_options: dict | None = None) -> PngPredictions | RunPredictions:
     """A run root (has ``masks/`` Parquet) or a DAVIS-style PNG folder.
 
     ``sequences`` limits what is read from a run's masks to the sequences scored.
     """
-    fs, path = filesystem(uri)
+    fs, path = fs_and_path(uri, storage_options)
     if not fs.exists(path):
         raise EvalError(f"predictions not found: {uri}")
-    if list_parquet(fs, join(path, "masks")):
-        return RunPredictions(uri, sequences)
+    if parquet_files(fs, join(path, "masks")):
+        return RunPredictions(uri, sequences, storage_options)
     if fs.isdir(path):
-        return PngPredictions(uri)
+        return PngPredictions(uri, storage_options)
     raise EvalError(f"{uri} is neither a run output (masks/*.parquet) nor a folder of <sequence>/ PNGs")

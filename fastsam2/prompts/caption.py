@@ -1,11 +1,17 @@
-"""Caption the auto-prompt region with LLaVA, behind one interface and three backends.
+"""Caption the auto-prompt region with LLaVA: the interface and what every backend shares.
 
-- ``transformers``: ``LlavaForConditionalGeneration`` in-process (CPU, one GPU,
-  and the tiny random model of ``--random-weights``);
-- ``vllm``: ``vllm.LLM`` in the calling process (a Ray actor on a cluster), or
-  Ray Data LLM stages (:mod:`fastsam2.prompts.caption_vllm`); imported lazily;
-- ``openai``: an OpenAI-compatible endpoint already serving the model
-  (``vllm serve``, Ray Serve LLM) at ``--caption-endpoint``.
+The backends are subclasses of :class:`RegionCaptioner`, one module each:
+
+- ``transformers`` (:mod:`~fastsam2.prompts.caption_transformers`):
+  ``LlavaForConditionalGeneration`` in-process (CPU, one GPU, and the tiny
+  random model of ``--random-weights``);
+- ``vllm`` (:mod:`~fastsam2.prompts.caption_vllm`): ``vllm.LLM`` in the calling
+  process (a Ray actor on a cluster), or Ray Data LLM stages;
+- ``openai`` (:mod:`~fastsam2.prompts.caption_openai`): an OpenAI-compatible
+  endpoint already serving the model (``vllm serve``, Ray Serve LLM) at ``--caption-endpoint``.
+
+:func:`fastsam2.prompts.captioners.make_captioner` picks one. This module imports
+none of them, so the backends import it without a cycle.
 
 Every backend sends the same question in the same LLaVA-1.5 format, built here:
 the raw prompt (:func:`llava_prompt`) for ``transformers`` and ``vllm.LLM``, and
@@ -18,19 +24,14 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import re
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from fastsam2.models.llava import DEFAULT_LLAVA
 from fastsam2.prompts.region import region_image
 
-log = logging.getLogger(__name__)
-
-BACKENDS = ("vllm", "openai", "transformers")
 DEFAULT_MAX_NEW_TOKENS = 32
 
 #: The question per region mode (see :mod:`fastsam2.prompts.region`).
@@ -168,90 +169,3 @@ class RegionCaptioner:
 
     def generate(self, regions: list[np.ndarray], question: str) -> list[str]:
         raise NotImplementedError
-
-
-# ---------------------------------------------------------------- transformers
-
-
-class TransformersCaptioner(RegionCaptioner):
-    """LLaVA in-process through transformers; batched, greedy, left-padded."""
-
-    backend = "transformers"
-
-    def __init__(self, model: str = DEFAULT_LLAVA, *, random_weights: bool = False, device: str = "auto",
-                 region_mode: str = "crop", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> None:
-        from fastsam2.models.factory import load_llava
-
-        llava = load_llava(model, random_weights=random_weights, device=device)
-        self.hf_model, self.processor = llava.model, llava.processor
-        super().__init__(llava.name, region_mode=region_mode, max_new_tokens=max_new_tokens,
-                         random_weights=llava.random_weights)
-        tok = self.processor.tokenizer
-        # Never let the model emit an image placeholder or padding as a "word".
-        self._suppress = [i for i in (tok.convert_tokens_to_ids("<image>"), tok.pad_token_id) if i is not None]
-
-    def generate(self, regions: list[np.ndarray], question: str) -> list[str]:
-        import torch
-        from PIL import Image
-
-        prompt = llava_prompt(question)
-        inputs = self.processor(
-            images=[Image.fromarray(r) for r in regions],
-            text=[prompt] * len(regions),
-            return_tensors="pt",
-            padding=True,
-        )
-        dev, dtype = self.hf_model.device, self.hf_model.dtype
-        inputs = {k: (v.to(dev, dtype) if k == "pixel_values" else v.to(dev)) for k, v in inputs.items()}
-        with torch.inference_mode():
-            out = self.hf_model.generate(
-                **inputs,
-                max_new_tokens=self.max_new_tokens,
-                min_new_tokens=1,
-                do_sample=False,
-                suppress_tokens=self._suppress,
-            )
-        new = out[:, inputs["input_ids"].shape[1]:]
-        return self.processor.batch_decode(new, skip_special_tokens=True)
-
-
-# ---------------------------------------------------------------- factory
-
-
-def make_captioner(
-    backend: str = "transformers",
-    model: str = DEFAULT_LLAVA,
-    endpoint: str | None = None,
-    random_weights: bool = False,
-    device: str = "auto",
-    *,
-    region_mode: str = "crop",
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    engine_kwargs: dict | None = None,
-) -> Captioner:
-    """Build the captioner for ``backend`` (one of :data:`BACKENDS`).
-
-    With ``random_weights`` every backend becomes ``transformers`` with the tiny
-    random LLaVA: a vLLM engine or a remote endpoint cannot serve an in-memory
-    random model, and a random-weights run must not download anything. This is
-    logged, and ``captioner.backend`` says what actually ran.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown caption backend {backend!r}; choose one of {BACKENDS}")
-    common = dict(region_mode=region_mode, max_new_tokens=max_new_tokens)
-    if random_weights:
-        if backend != "transformers":
-            log.warning("caption backend %s replaced by transformers: --random-weights uses a tiny "
-                        "random LLaVA built in-process", backend)
-        return TransformersCaptioner(model, random_weights=True, device=device, **common)
-    if backend == "transformers":
-        return TransformersCaptioner(model, device=device, **common)
-    if backend == "openai":
-        from fastsam2.prompts.caption_openai import OpenAICaptioner
-
-        if not endpoint:
-            raise ValueError("caption backend 'openai' needs --caption-endpoint URL (e.g. http://host:8000/v1)")
-        return OpenAICaptioner(endpoint, model, **common)
-    from fastsam2.prompts.caption_vllm import VLLMCaptioner
-
-    return VLLMCaptioner(model, engine_kwargs=engine_kwargs, **common)

@@ -192,6 +192,13 @@ def build_ray_caption_processor(
 
 
 # ---------------------------------------------------------------- the pipeline's served stage
+#
+# A ray.data.llm processor sends one request per row and LLaVA takes one image per
+# prompt, so the stage works on one row per (video, object): ``object_rows`` spreads
+# each video's crops (``region_jpegs``) over rows before the processor, and
+# ``merge_object_rows`` gathers a video's captions back into its task after it
+# (``groupby("video_id")``: rows of one video may leave the engines in any order and
+# on any block).
 
 #: Stands in for the region of a row that needs no caption (user text, failed earlier):
 #: every row takes the same path through the processor (one schema), at the cost of a
@@ -199,55 +206,75 @@ def build_ray_caption_processor(
 _BLANK = np.full((14, 14, 3), 128, np.uint8)
 
 
-def served_request_row(row: dict[str, Any], *, question: str, max_new_tokens: int) -> dict[str, Any]:
-    """Preprocess of the served caption stage: a pipeline row -> one chat request.
+def object_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Before the processor: one row per object crop of a video; one uncaptioned row for a video
+    with none (user text, failed earlier), so that every video comes out again."""
+    crops = row.get("region_jpegs")
+    crops = [] if crops is None else list(crops)
+    base = {"video_id": row["video_id"], "task": row["task"]}
+    if not crops:
+        return [{**base, "obj_index": -1, "region_jpeg": b""}]
+    return [{**base, "obj_index": k, "region_jpeg": bytes(c)} for k, c in enumerate(crops)]
 
-    Keeps ``video_id`` and ``task`` (the postprocess needs them) and drops the JPEG.
+
+def served_request_row(row: dict[str, Any], *, question: str, max_new_tokens: int) -> dict[str, Any]:
+    """Preprocess of the served caption stage: an object row -> one chat request.
+
+    Keeps ``video_id``, ``task`` and ``obj_index`` (the regrouping needs them) and drops the JPEG.
     """
     data = row.get("region_jpeg")
     wanted = data is not None and len(data) > 0
     return {
         "video_id": row["video_id"],
         "task": row["task"],
+        "obj_index": int(row["obj_index"]),
         "wants_caption": wanted,
         "messages": chat_messages(jpeg_data_url(data if wanted else region_jpeg(_BLANK)), question),
         "sampling_params": sampling_params(max_new_tokens if wanted else 1),
     }
 
 
-def served_caption_row(row: dict[str, Any], *, model: str) -> dict[str, Any]:
-    """Postprocess of the served caption stage: the caption and its phrase go into the task."""
-    from fastsam2.config import VideoTask
-    from fastsam2.prompts.refine import refine_caption
-
-    task = VideoTask.model_validate_json(str(row["task"]))
-    if row.get("wants_caption"):
-        task.caption = clean_caption(row.get("generated_text") or "")
-        task.text = refine_caption(task.caption)
-        task.caption_backend, task.caption_model = "vllm", model
-    return {"video_id": row["video_id"], "task": task.model_dump_json()}
+def served_caption_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Postprocess of the served caption stage: the object row with its cleaned caption."""
+    return {"video_id": row["video_id"], "task": row["task"], "obj_index": row["obj_index"],
+            "wants_caption": bool(row.get("wants_caption")), "caption": clean_caption(row.get("generated_text") or "")}
 
 
-def finish_served_row(row: dict[str, Any], *, run_id: str) -> dict[str, Any]:
-    """After the processor: rows whose generation failed become that video's caption error.
+def finish_object_row(row: dict[str, Any]) -> dict[str, Any]:
+    """After the processor: the same columns for rows that generated and rows that failed.
 
     Ray Data LLM hands failed rows past the postprocess with ``__inference_error__`` set
-    (``should_continue_on_error``); the video then fails alone, as in the other backends.
+    (``should_continue_on_error``) and the processor's own columns; both kinds leave here alike.
+    """
+    return {"video_id": row["video_id"], "task": row["task"], "obj_index": int(row.get("obj_index", -1)),
+            "wants_caption": bool(row.get("wants_caption")), "caption": str(row.get("caption") or ""),
+            "error": str(row.get("__inference_error__") or "")}
+
+
+def merge_object_rows(group: dict[str, np.ndarray], *, model: str, run_id: str) -> dict[str, np.ndarray]:
+    """The rows of one video -> its task with every object's caption and phrase (one row).
+
+    A failed generation fails the video at the caption stage, as in the other backends.
     """
     from fastsam2.config import VideoTask
     from fastsam2.labeling import error_row
-
     from fastsam2.progress import report
+    from fastsam2.prompts.auto import record_captions
 
+    task = VideoTask.model_validate_json(str(group["task"][0]))
+    errors = [str(e) for e in group["error"] if e]
+    try:
+        if errors:
+            raise CaptionError(f"vLLM engine: {errors[0]}")
+        if any(group["wants_caption"]):
+            by_object = sorted(zip(group["obj_index"], group["caption"]), key=lambda oc: int(oc[0]))
+            record_captions(task, [str(c) for _, c in by_object], "vllm", model)
+    except (CaptionError, ValueError) as exc:
+        failed = error_row(task, "caption", exc, run_id)
+        failed.pop("failed_at")
+        task.error = failed
     report(run_id, "caption", 1)
-    err = row.get("__inference_error__") or ""
-    if not err:
-        return {"video_id": row["video_id"], "task": row["task"]}
-    task = VideoTask.model_validate_json(str(row["task"]))
-    failed = error_row(task, "caption", CaptionError(f"vLLM engine: {err}"), run_id)
-    failed.pop("failed_at")
-    task.error = failed
-    return {"video_id": row["video_id"], "task": task.model_dump_json()}
+    return {"video_id": np.array([task.video_id], dtype=object), "task": np.array([task.model_dump_json()], dtype=object)}
 
 
 def served_processor_kwargs(cfg) -> dict[str, Any]:
@@ -266,10 +293,15 @@ def served_processor_kwargs(cfg) -> dict[str, Any]:
 
 
 def served_caption_stage(ds, cfg, *, build=None):
-    """Caption every row of ``ds`` through a ``ray.data.llm`` vLLM processor; rows stay ``video_id``/``task``.
+    """Caption every object of every row of ``ds`` through a ``ray.data.llm`` vLLM processor.
 
-    The processor brings its own CPU stages (image preparation, chat template) and its
-    own GPU actors (vLLM engines, ``concurrency`` of them, batching inside the engine).
+    Rows come in as the propose stage makes them (``video_id``, ``task``, ``region_jpegs``)
+    and leave as ``video_id``/``task``, one per video, each object with its own caption
+    and phrase. The processor brings its own CPU stages (image preparation, chat
+    template) and its own GPU actors (vLLM engines, ``concurrency`` of them, batching
+    inside the engine). Regrouping a video's objects is a ``groupby``: the tracking
+    stage starts once every caption request has come back (an all-to-all step of
+    Ray Data), which costs overlap between captioning and tracking, never a video.
     ``build`` makes the processor from ``(config_kwargs, preprocess, postprocess)``; the
     default is Ray's ``build_processor``. Tests pass a stand-in for the GPU engine only.
     """
@@ -277,10 +309,11 @@ def served_caption_stage(ds, cfg, *, build=None):
 
     question = QUESTIONS["crop"]
     pre = partial(served_request_row, question=question, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
-    post = partial(served_caption_row, model=cfg.prompts.caption_model)
     kwargs = served_processor_kwargs(cfg)
     if build is None:
-        processor = build_processor(vLLMEngineProcessorConfig(**kwargs), preprocess=pre, postprocess=post)
+        processor = build_processor(vLLMEngineProcessorConfig(**kwargs), preprocess=pre, postprocess=served_caption_row)
     else:
-        processor = build(kwargs, pre, post)
-    return processor(ds).map(partial(finish_served_row, run_id=cfg.run_id))
+        processor = build(kwargs, pre, served_caption_row)
+    captioned = processor(ds.flat_map(object_rows)).map(finish_object_row)
+    merge = partial(merge_object_rows, model=cfg.prompts.caption_model, run_id=cfg.run_id)
+    return captioned.groupby("video_id").map_groups(merge, batch_format="numpy")

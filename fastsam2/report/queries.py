@@ -29,17 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fastsam2.eval.evaluate import SCORES_SCHEMA
-from fastsam2.eval.io import (
-    EvalError,
-    filesystem,
-    join,
-    list_parquet,
-    normalize_uri,
-    read_parquet_dir,
-    read_run_table,
-    unique_labels,
-)
+from fastsam2.eval.io import EvalError, read_parquet_dir, read_run_table, unique_labels
 from fastsam2.schema import COMPONENTS, SCHEMAS
+from fastsam2.storage import canonical_uri, fs_and_path, join, parquet_files
 
 MS_COLUMNS = [f"ms_{c}" for c in COMPONENTS]
 
@@ -83,7 +75,7 @@ def _empty(schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([], schema=schema.append(pa.field("run", pa.string())))
 
 
-def _eval_rows(runs: list[Run], extra_eval: Sequence[str]) -> pa.Table:
+def _eval_rows(runs: list[Run], extra_eval: Sequence[str], storage_options: dict | None = None) -> pa.Table:
     """Eval scores for the runs: from ``<run>/eval/`` and any extra files/folders.
 
     Rows are matched to runs by their ``pred`` URI.  Rows found inside a run's own
@@ -93,14 +85,15 @@ def _eval_rows(runs: list[Run], extra_eval: Sequence[str]) -> pa.Table:
     by_key = {r.key: r.label for r in runs}
     found: list[tuple[pa.Table, str | None]] = []
     for r in runs:
-        t = read_parquet_dir(join(r.uri, "eval"), schema=SCORES_SCHEMA, columns=SCORES_SCHEMA.names)
+        t = read_parquet_dir(join(r.uri, "eval"), schema=SCORES_SCHEMA, columns=SCORES_SCHEMA.names,
+                             storage_options=storage_options)
         if t is not None:
             found.append((t, r.label))
     for uri in extra_eval:
-        fs, path = filesystem(uri)
+        fs, path = fs_and_path(uri, storage_options)
         if not fs.exists(path):
             raise EvalError(f"eval results not found: {uri}")
-        t = read_parquet_dir(uri, schema=SCORES_SCHEMA, columns=SCORES_SCHEMA.names)
+        t = read_parquet_dir(uri, schema=SCORES_SCHEMA, columns=SCORES_SCHEMA.names, storage_options=storage_options)
         if t is None and fs.isfile(path):
             import pyarrow.parquet as pq
 
@@ -112,7 +105,7 @@ def _eval_rows(runs: list[Run], extra_eval: Sequence[str]) -> pa.Table:
     for t, owner in found:
         preds = pc.unique(t["pred"]).to_pylist()
         for p in preds:
-            label = by_key.get(normalize_uri(p) if p else "")
+            label = by_key.get(canonical_uri(p) if p else "")
             if label is None and owner is not None and len(preds) == 1:
                 label = owner
             if label is None:
@@ -123,18 +116,19 @@ def _eval_rows(runs: list[Run], extra_eval: Sequence[str]) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def connect(runs: list[Run], extra_eval: Sequence[str] = ()) -> duckdb.DuckDBPyConnection:
+def connect(runs: list[Run], extra_eval: Sequence[str] = (),
+            storage_options: dict | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the runs' tables registered (see module docstring)."""
     con = duckdb.connect()
     for table in ("frames", "videos", "errors"):
         parts = []
         for r in runs:
-            t = read_run_table(r.uri, table)
+            t = read_run_table(r.uri, table, storage_options=storage_options)
             if t is not None:
                 parts.append(_with_run(t.select(SCHEMAS[table].names), r.label))
         arrow = pa.concat_tables(parts) if parts else _empty(SCHEMAS[table])
         con.register(table, arrow)
-    con.register("eval", _eval_rows(runs, extra_eval))
+    con.register("eval", _eval_rows(runs, extra_eval, storage_options))
     con.register("runs", pa.table({"run": [r.label for r in runs], "uri": [r.uri for r in runs]}))
     return con
 
@@ -280,29 +274,30 @@ FROM errors ORDER BY list_position($order, run), video_id
 """
 
 
-def build_report(run_uris: Sequence[str], baseline: str | None = None, extra_eval: Sequence[str] = ()) -> Report:
+def build_report(run_uris: Sequence[str], baseline: str | None = None, extra_eval: Sequence[str] = (),
+                 storage_options: dict | None = None) -> Report:
     """Read the runs, run the queries, return everything the renderers need.
 
     The baseline defaults to the first run; a ``baseline`` not among the runs is
-    added to them.
+    added to them. ``storage_options`` (as ``--storage-options``) reach every ``s3://`` read.
     """
     uris = list(dict.fromkeys(run_uris))
     if not uris:
         raise EvalError("no run given")
-    if baseline is not None and normalize_uri(baseline) not in {normalize_uri(u) for u in uris}:
+    if baseline is not None and canonical_uri(baseline) not in {canonical_uri(u) for u in uris}:
         uris.append(baseline)
     for u in uris:
-        fs, path = filesystem(u)
+        fs, path = fs_and_path(u, storage_options)
         if not fs.isdir(path):
             raise EvalError(f"run not found: {u}")
-        if not any(list_parquet(fs, join(path, t)) for t in ("frames", "videos", "errors")):
+        if not any(parquet_files(fs, join(path, t)) for t in ("frames", "videos", "errors")):
             raise EvalError(f"{u} has no frames/, videos/ or errors/ Parquet: not a run output")
     labels = unique_labels(uris)
-    runs = [Run(u, lab, normalize_uri(u)) for u, lab in zip(uris, labels)]
-    base_key = normalize_uri(baseline) if baseline else runs[0].key
+    runs = [Run(u, lab, canonical_uri(u)) for u, lab in zip(uris, labels)]
+    base_key = canonical_uri(baseline) if baseline else runs[0].key
     base_label = next(r.label for r in runs if r.key == base_key)
 
-    con = connect(runs, extra_eval)
+    con = connect(runs, extra_eval, storage_options)
     order = [r.label for r in runs]
     params = {"baseline": base_label, "order": order}
     con.execute(PER_VIDEO_SQL)

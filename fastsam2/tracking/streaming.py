@@ -18,27 +18,15 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fastsam2.config import ObjectPrompt
 from fastsam2.prefetch import Prefetcher
+from fastsam2.preprocess import preprocess_frame
 from fastsam2.tracking.memory_bank import evict_unreachable, frame_entry_bytes, memory_bank_bytes, process_memory_bytes
-
-IMG_MEAN = (0.485, 0.456, 0.406)
-IMG_STD = (0.229, 0.224, 0.225)
 
 
 class PromptError(ValueError):
     """A prompt that cannot be used on this video (e.g. outside the frame)."""
-
-
-def preprocess_frame(rgb: np.ndarray, image_size: int) -> torch.Tensor:
-    """RGB uint8 HxWx3 -> normalised 3xSxS float32, exactly as sam2's frame loader does."""
-    img = np.array(Image.fromarray(rgb).resize((image_size, image_size))) / 255.0
-    t = torch.from_numpy(img).permute(2, 0, 1).float()
-    mean = torch.tensor(IMG_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(IMG_STD, dtype=torch.float32)[:, None, None]
-    return (t - mean) / std
 
 
 def prefetched_frames(frames: Iterable[np.ndarray], image_size: int,

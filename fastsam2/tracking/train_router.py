@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from fastsam2.davis_layout import DEFAULT_RESOLUTION, annotations_dir, images_dir
+from fastsam2.preprocess import preprocess_frame
 from fastsam2.tracking.router import Router, RouterConfig, RouterMLP, mlp_features
 from fastsam2.tracking.signals import ClipDenseSimilarity, capture_encoder_taps, prior_from_masks
-from fastsam2.tracking.signals.semantic import SAM2_MEAN, SAM2_STD
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class TrainConfig:
     data_root: Path
     out: Path
     sequences: list[str] | None = None
-    resolution: str = "480p"
+    resolution: str = DEFAULT_RESOLUTION
     sam2_config: str = "sam2.1_hiera_t"
     sam2_checkpoint: str | None = None
     random_weights: bool = False
@@ -76,10 +77,10 @@ class TrainResult:
 def davis_frames(root: Path, resolution: str, sequences: list[str] | None, per_seq: int, stride: int
                  ) -> list[tuple[str, Path, Path]]:
     """(sequence, image, annotation) triples, every ``stride``-th frame, up to ``per_seq`` each."""
-    img_root = root / "JPEGImages" / resolution
-    ann_root = root / "Annotations" / resolution
+    img_root, ann_root = Path(images_dir(root, resolution)), Path(annotations_dir(root, resolution))
     if not img_root.is_dir() or not ann_root.is_dir():
-        raise FileNotFoundError(f"{root} is not a DAVIS layout (JPEGImages/{resolution}, Annotations/{resolution})")
+        raise FileNotFoundError(f"{root} is not a DAVIS layout ({img_root.relative_to(root)}, "
+                                f"{ann_root.relative_to(root)})")
     names = sequences or sorted(p.name for p in img_root.iterdir() if p.is_dir())
     out = []
     for seq in names:
@@ -99,10 +100,10 @@ def sequence_text(seq: str) -> str:
 
 
 def load_frame(path: Path, size: int) -> torch.Tensor:
-    """An RGB frame resized to ``size`` and normalised as SAM2 expects: [1, 3, S, S]."""
-    im = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
-    x = torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255.0
-    return ((x - torch.tensor(SAM2_MEAN).view(3, 1, 1)) / torch.tensor(SAM2_STD).view(3, 1, 1)).unsqueeze(0)
+    """An RGB frame as the tracker feeds it to SAM2 (:func:`~fastsam2.preprocess.preprocess_frame`): [1, 3, S, S]."""
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    return preprocess_frame(rgb, size).unsqueeze(0)
 
 
 def load_target(path: Path, grid: tuple[int, int], dilation: int) -> torch.Tensor:

@@ -33,12 +33,9 @@ from torch import Tensor
 
 from fastsam2.models.factory import ClipBundle
 from fastsam2.models.weights import ClipWeightsUnavailable
+from fastsam2.preprocess import SAM2_MEAN, SAM2_STD
 
 log = logging.getLogger(__name__)
-
-#: SAM2's input normalisation (``load_video_frames`` defaults).
-SAM2_MEAN = (0.485, 0.456, 0.406)
-SAM2_STD = (0.229, 0.224, 0.225)
 
 
 class ClipDenseSimilarity:
