@@ -16,7 +16,8 @@ from fastsam2.config import ObjectPrompt
 from fastsam2.models.sam2 import build_video_predictor
 from fastsam2.synthetic import first_frame_prompts, make_video
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
-from fastsam2.tracking.runtime import ComponentTimer, autocast_dtype, resolve_precision
+from fastsam2.tracking.instrument import ComponentTimer
+from fastsam2.tracking.runtime import autocast_dtype, resolve_precision
 from fastsam2.tracking.streaming import StreamingTracker
 
 #: bf16 vs fp32 on CPU, random weights, 128 px, keep 0.3: mask IoU per frame and |score| gap.
@@ -103,8 +104,8 @@ def test_cpu_timer_is_immediate():
 
 
 def test_cuda_paths_import_on_cpu():
-    code = ("import torch; from fastsam2.tracking import runtime, pruned_predictor, factory; "
-            "t = runtime.ComponentTimer('cuda'); assert t.uses_events; "
+    code = ("import torch; from fastsam2.tracking import instrument, runtime, pruned_predictor, factory; "
+            "t = instrument.ComponentTimer('cuda'); assert t.uses_events; "
             "print(runtime.resolve_precision('auto', 'cuda'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

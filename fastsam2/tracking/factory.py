@@ -12,14 +12,12 @@ import logging
 from fastsam2.config import JobConfig
 from fastsam2.models.clip import ClipWeightsUnavailable
 from fastsam2.models.sam2 import build_video_predictor
+from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
 from fastsam2.tracking.router import Router, build_router
 from fastsam2.tracking.sparse_encoder import EncoderSparsityConfig
 from fastsam2.tracking.streaming import StreamingTracker
 
 log = logging.getLogger(__name__)
-
-PRUNED_PREDICTOR = "fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor"
-
 
 def build_router_for(cfg: JobConfig, device) -> Router | None:
     """The router of ``cfg.pruning`` (None when dense).
@@ -56,7 +54,7 @@ def build_tracker(cfg: JobConfig) -> StreamingTracker:
         image_size=m.image_size,
         device=m.device,
         random_weights=m.random_weights,
-        predictor_target=PRUNED_PREDICTOR,
+        predictor_target=PREDICTOR_TARGET,
         storage_options=cfg.storage_options,
     )
     predictor.configure_pruning(keep_ratio=cfg.pruning.keep_ratio, router=build_router_for(cfg, predictor.device))

@@ -22,27 +22,37 @@ so it loads exactly the stock weights. Per frame and object:
    evicting that dict evicts its memory.
 
 With ``keep_ratio=1.0`` (the default) every step is sam2's own code and the
-outputs are bit-identical to the stock predictor; the only addition is timers
-around the components (``inference_state["fastsam2_stats"]``).
+outputs are bit-identical to the stock predictor; the only additions are the
+run's precision (autocast, :mod:`fastsam2.tracking.runtime`) and timers around
+the components (``inference_state[STATS_KEY]``, :mod:`fastsam2.tracking.instrument`).
+The pruned memory-conditioning step itself lives in
+:mod:`fastsam2.tracking.memory_conditioning`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sam2.modeling.sam2_utils import get_1d_sine_pe, select_closest_cond_frames
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 from torch import Tensor
 
-from fastsam2.schema import COMPONENTS
+from fastsam2.tracking.instrument import (
+    ENCODER_CALLS,
+    STATS_KEY,
+    ComponentTimer,
+    count_tokens,
+    frame_stats,
+    timed,
+)
 from fastsam2.tracking.memory_bank import INDICES_KEY
+from fastsam2.tracking.memory_conditioning import pruned_memory_conditioning
 from fastsam2.tracking.router import Router, RouterConfig
-from fastsam2.tracking.runtime import ComponentTimer, autocast_context, compile_modules, enable_tf32, resolve_precision
+from fastsam2.tracking.runtime import autocast_context, compile_modules, enable_tf32, resolve_precision
 from fastsam2.tracking.signals import capture_encoder_taps, prior_from_masks
 from fastsam2.tracking.sparse_encoder import (
     ENCODER_CACHE_KEY,
@@ -51,97 +61,13 @@ from fastsam2.tracking.sparse_encoder import (
     SparseHieraEncoder,
     sam_forward_image,
 )
-from fastsam2.tracking.subset_attention import memory_attention_subset
 
 log = logging.getLogger(__name__)
 
-#: Keys this module adds to a sam2 inference state.
-STATS_KEY = "fastsam2_stats"  # {frame_idx: {"ms_<component>": float, "tokens_kept": int, ...}}
+#: Keys this module adds to a sam2 inference state (besides ``instrument.STATS_KEY``).
 ROUTER_CACHE_KEY = "fastsam2_router"  # per-video router cache (uncertainty, keyframe semantics)
 TEXT_KEY = "fastsam2_text"  # the video's text phrase (or None)
 OBJECT_TEXT_KEY = "fastsam2_object_text"  # {obj_id: phrase}: an object's own text, over the video's
-#: Key added to per-frame output dicts: flat indices of the stored memory tokens (None = dense).
-
-PREDICTOR_TARGET = "fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor"
-
-
-def empty_frame_stats() -> dict[str, float | int]:
-    """A zeroed per-frame stats record (component times accumulate over objects)."""
-    stats: dict[str, float | int] = {f"ms_{c}": 0.0 for c in COMPONENTS}
-    stats.update(tokens_kept=0, tokens_total=0, tokens_prior=0)
-    return stats
-
-
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of CPU flash SDPA, which ``torch.utils.flop_counter`` does not count by default."""
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _mv_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of a matrix-vector product (the closed-form uncertainty uses one)."""
-    return 2 * a_shape[0] * a_shape[1]
-
-
-class _GlobalOnly:
-    """Stands in for ``FlopCounterMode``'s module tracker: totals only.
-
-    The tracker hooks every module call to attribute FLOPs per module and, on
-    inputs that require grad, registers autograd hooks, which fails inside
-    SAM2's inference-mode preflight; the predictor only needs totals.
-    """
-
-    parents = ("Global",)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class _CountingFlops:
-    """``FlopCounterMode`` with ``nn.MultiheadAttention``'s fused inference fast path off.
-
-    The fast path runs as one native op the counter has no formula for, so CLIP's
-    attention blocks would count as MLPs only (a third low on ViT-B/16); with it
-    off, MHA runs as projections plus SDPA, which are counted.
-    """
-
-    def __init__(self, counter) -> None:
-        self.counter = counter
-        self._saved: bool | None = None
-
-    def get_total_flops(self) -> int:
-        return self.counter.get_total_flops()
-
-    def __enter__(self):
-        self._saved = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        self.counter.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            return self.counter.__exit__(*exc)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(bool(self._saved))
-
-
-def flop_counter() -> _CountingFlops:
-    """A FLOP counter (context manager with ``get_total_flops()``) that also counts CPU
-    attention, matrix-vector products and ``nn.MultiheadAttention`` (fast path off
-    while counting), besides torch's own matmul and convolution formulas."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    mapping = {torch.ops.aten.mv: _mv_flops}
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is not None:
-        mapping[op] = _sdpa_cpu_flops
-    counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    counter.mod_tracker = _GlobalOnly()
-    return _CountingFlops(counter)
 
 
 @dataclass
@@ -276,33 +202,19 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         return state
 
     # ---- stats -----------------------------------------------------------------------------
-    def _frame_stats(self, inference_state: dict[str, Any], frame_idx: int) -> dict[str, Any]:
-        per_frame = inference_state.setdefault(STATS_KEY, {})
-        if frame_idx not in per_frame:
-            per_frame[frame_idx] = empty_frame_stats()
-        return per_frame[frame_idx]
-
     @contextmanager
     def _timed(self, component: str, ctx: _FrameCtx | None = None) -> Iterator[None]:
         ctx = ctx or self._ctx
         if ctx is None or not self.collect_stats:
             yield
             return
-        stats = self._frame_stats(ctx.inference_state, ctx.frame_idx)
-        counter = flop_counter() if self.count_flops else nullcontext()
-        with self.timer.time(stats, f"ms_{component}"), counter:
+        with timed(self.timer, frame_stats(ctx.inference_state, ctx.frame_idx), component, self.count_flops):
             yield
-        if self.count_flops:
-            key = f"gflops_{component}"
-            stats[key] = stats.get(key, 0.0) + counter.get_total_flops() / 1e9
 
     def _count_tokens(self, ctx: _FrameCtx | None, kept: int, total: int, prior: int = 0) -> None:
         if ctx is None or not self.collect_stats:
             return
-        stats = self._frame_stats(ctx.inference_state, ctx.frame_idx)
-        stats["tokens_kept"] += int(kept)
-        stats["tokens_total"] += int(total)
-        stats["tokens_prior"] += int(prior)
+        count_tokens(frame_stats(ctx.inference_state, ctx.frame_idx), kept, total, prior)
 
     # ---- image encoder: timer + router taps --------------------------------------------------
     def forward_image(self, img_batch: Tensor):
@@ -326,8 +238,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             return super()._get_image_feature(inference_state, frame_idx, batch_size)
         ctx = _FrameCtx(inference_state, frame_idx)
         self._taps = None
-        stats = self._frame_stats(inference_state, frame_idx)
-        stats["encoder_calls"] = stats.get("encoder_calls", 0) + 1  # shared by all objects: must stay 1
+        stats = frame_stats(inference_state, frame_idx)
+        stats[ENCODER_CALLS] = stats.get(ENCODER_CALLS, 0) + 1  # shared by all objects: must stay 1
         self._encoding = ctx
         try:
             with self._autocast(), self._timed("image_encoder", ctx):
@@ -359,7 +271,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         backbone_out, taps, enc = self.sparse_encoder.encode(img_batch, cache, prior, tap_blocks)
         self._taps = taps if tap_blocks else None
         if self.collect_stats:
-            stats = self._frame_stats(state, ctx.frame_idx)
+            stats = frame_stats(state, ctx.frame_idx)
             stats["encoder_tokens_recomputed"] = stats.get("encoder_tokens_recomputed", 0) + enc.tokens_recomputed
             stats["encoder_tokens_total"] = stats.get("encoder_tokens_total", 0) + enc.tokens_total
             stats["encoder_full"] = int(enc.full)
@@ -570,8 +482,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         else:  # dense queries against memory that was stored pruned
             kept, n_prior = torch.arange(H * W, device=feats.device), 0
         with self._timed("memory_attention"):
-            pix = self._pruned_memory_conditioning(
-                frame_idx, feats, current_vision_pos_embeds[-1], (H, W), output_dict, num_frames,
+            pix = pruned_memory_conditioning(
+                self, frame_idx, feats, current_vision_pos_embeds[-1], (H, W), output_dict, num_frames,
                 track_in_reverse, kept,
             )
         if ctx is not None:
@@ -579,112 +491,6 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self._count_tokens(ctx, kept.numel() * B, H * W * B, n_prior * B)
         return pix
 
-    # ---- the pruned memory-conditioning step --------------------------------------------------
-    def _memory_frames(self, frame_idx: int, output_dict, track_in_reverse: bool):
-        """Which memory frames to attend to, with their temporal position (as in stock SAM2)."""
-        cond_outputs = output_dict["cond_frame_outputs"]
-        assert len(cond_outputs) > 0
-        selected, unselected = select_closest_cond_frames(frame_idx, cond_outputs, self.max_cond_frames_in_attn)
-        t_pos_and_prevs = [(0, out) for out in selected.values()]
-        stride = 1 if self.training else self.memory_temporal_stride_for_eval
-        for t_pos in range(1, self.num_maskmem):
-            t_rel = self.num_maskmem - t_pos
-            if t_rel == 1:
-                prev_frame_idx = frame_idx + t_rel if track_in_reverse else frame_idx - t_rel
-            elif not track_in_reverse:
-                prev_frame_idx = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
-            else:
-                prev_frame_idx = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
-            out = output_dict["non_cond_frame_outputs"].get(prev_frame_idx, None)
-            if out is None:
-                out = unselected.get(prev_frame_idx, None)
-            t_pos_and_prevs.append((t_pos, out))
-        return t_pos_and_prevs, selected, unselected
 
-    def _object_pointers(self, frame_idx, output_dict, num_frames, track_in_reverse, selected, unselected,
-                         B, device):
-        """Object-pointer tokens and their position embeddings (as in stock SAM2)."""
-        C = self.hidden_dim
-        max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
-        if not self.training and self.only_obj_ptrs_in_the_past_for_eval:
-            ptr_cond = {t: o for t, o in selected.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)}
-        else:
-            ptr_cond = selected
-        sign = -1 if track_in_reverse else 1
-        pos_and_ptrs = [
-            ((frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), o["obj_ptr"])
-            for t, o in ptr_cond.items()
-        ]
-        for t_diff in range(1, max_ptrs):
-            t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
-            if t < 0 or (num_frames is not None and t >= num_frames):
-                break
-            o = output_dict["non_cond_frame_outputs"].get(t, unselected.get(t, None))
-            if o is not None:
-                pos_and_ptrs.append((t_diff, o["obj_ptr"]))
-        if not pos_and_ptrs:
-            return None, None
-        pos_list, ptrs_list = zip(*pos_and_ptrs, strict=True)
-        obj_ptrs = torch.stack(ptrs_list, dim=0)
-        if self.add_tpos_enc_to_obj_ptrs:
-            t_diff_max = max_ptrs - 1
-            tpos_dim = C if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
-            obj_pos = torch.tensor(pos_list).to(device=device, non_blocking=True)
-            obj_pos = get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim)
-            obj_pos = self.obj_ptr_tpos_proj(obj_pos)
-            obj_pos = obj_pos.unsqueeze(1).expand(-1, B, self.mem_dim)
-        else:
-            obj_pos = obj_ptrs.new_zeros(len(pos_list), B, self.mem_dim)
-        if self.mem_dim < C:
-            obj_ptrs = obj_ptrs.reshape(-1, B, C // self.mem_dim, self.mem_dim)
-            obj_ptrs = obj_ptrs.permute(0, 2, 1, 3).flatten(0, 1)
-            obj_pos = obj_pos.repeat_interleave(C // self.mem_dim, dim=0)
-        return obj_ptrs, obj_pos
-
-    def _pruned_memory_conditioning(self, frame_idx, feats, pos, grid, output_dict, num_frames,
-                                    track_in_reverse, kept: Tensor) -> Tensor:
-        """Memory attention on ``kept`` current tokens vs. each memory frame's kept tokens."""
-        H, W = grid
-        HW, B, C = feats.shape
-        device = feats.device
-        t_pos_and_prevs, selected, unselected = self._memory_frames(frame_idx, output_dict, track_in_reverse)
-        memory, memory_pos, memory_idx = [], [], []
-        for t_pos, prev in t_pos_and_prevs:
-            if prev is None:
-                continue
-            m = prev["maskmem_features"].to(device, non_blocking=True)
-            memory.append(m.flatten(2).permute(2, 0, 1))
-            enc = prev["maskmem_pos_enc"][-1].to(device).flatten(2)
-            m_idx = prev.get(INDICES_KEY)
-            if m_idx is not None:
-                m_idx = m_idx.to(device=device, dtype=torch.long)
-                enc = enc.index_select(2, m_idx)
-            enc = enc.permute(2, 0, 1) + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1]
-            memory_pos.append(enc)
-            memory_idx.append(m_idx)
-        num_ptr = 0
-        if self.use_obj_ptrs_in_encoder:
-            ptrs, ptr_pos = self._object_pointers(
-                frame_idx, output_dict, num_frames, track_in_reverse, selected, unselected, B, device
-            )
-            if ptrs is not None:
-                memory.append(ptrs)
-                memory_pos.append(ptr_pos)
-                num_ptr = ptrs.shape[0]
-        memory_t = torch.cat(memory, dim=0)
-        memory_pos_t = torch.cat(memory_pos, dim=0)
-
-        dense = kept.numel() == HW
-        if dense:
-            curr, curr_pos, curr_idx = feats, pos, None
-        else:
-            kept = kept.to(device)
-            curr, curr_pos, curr_idx = feats.index_select(0, kept), pos.index_select(0, kept), kept
-        out = memory_attention_subset(
-            self.memory_attention, curr, curr_pos, memory_t, memory_pos_t, curr_idx, memory_idx, grid, num_ptr
-        )
-        if not dense:
-            # Pruned positions get what SAM2 feeds the decoder on memory-less frames.
-            full = (feats + self.no_mem_embed).to(out.dtype)
-            out = full.index_copy(0, kept, out)
-        return out.permute(1, 2, 0).view(B, C, H, W)
+#: The ``predictor_target`` that builds this predictor with sam2's loader (the one name for it).
+PREDICTOR_TARGET = f"{PrunedSAM2VideoPredictor.__module__}.{PrunedSAM2VideoPredictor.__qualname__}"

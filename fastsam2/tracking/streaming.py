@@ -22,6 +22,7 @@ from PIL import Image
 
 from fastsam2.config import ObjectPrompt
 from fastsam2.prefetch import Prefetcher
+from fastsam2.tracking.instrument import MS_PREFIX, STATS_KEY
 from fastsam2.tracking.memory_bank import evict_unreachable, frame_entry_bytes, memory_bank_bytes, process_memory_bytes
 
 IMG_MEAN = (0.485, 0.456, 0.406)
@@ -246,11 +247,11 @@ class StreamingTracker:
                 bank = memory_bank_bytes(state, include_masks=False)
                 peak = max(peak, process_memory_bytes(device))
                 now = time.perf_counter()
-                per_frame = state.get("fastsam2_stats", {})
+                per_frame = state.get(STATS_KEY, {})
                 stats = dict(per_frame.pop(frame_idx, {}) or {})
                 for late in [t for t in per_frame if t < frame_idx]:  # e.g. a new object's memory, encoded on resume
                     for key, value in per_frame.pop(late).items():
-                        if key.startswith("ms_") and isinstance(value, (int, float)):
+                        if key.startswith(MS_PREFIX) and isinstance(value, (int, float)):
                             stats[key] = stats.get(key, 0.0) + value
                 yield FrameResult(
                     frame_idx=frame_idx,
