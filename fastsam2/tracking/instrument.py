@@ -19,7 +19,7 @@ the device is CUDA.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -141,14 +141,21 @@ def count_tokens(stats: dict[str, Any], kept: int, total: int, prior: int = 0) -
 
 
 @contextmanager
-def timed(timer: ComponentTimer, stats: dict[str, Any], component: str, count_flops: bool = False) -> Iterator[None]:
-    """Time (and with ``count_flops`` count the FLOPs of) one component into ``stats``."""
+def timed(timer: ComponentTimer, stats: dict[str, Any] | Sequence[dict[str, Any]], component: str,
+          count_flops: bool = False) -> Iterator[None]:
+    """Time (and with ``count_flops`` count the FLOPs of) one component into ``stats``
+    (several stats dicts: one batched call, each frame gets an equal share)."""
     counter = flop_counter() if count_flops else nullcontext()
     with timer.time(stats, ms_key(component)), counter:
         yield
     if count_flops:
-        key = f"{GFLOPS_PREFIX}{component}"
-        stats[key] = stats.get(key, 0.0) + counter.get_total_flops() / 1e9
+        _add_shares([stats] if isinstance(stats, dict) else list(stats), f"{GFLOPS_PREFIX}{component}",
+                    counter.get_total_flops() / 1e9)
+
+
+def _add_shares(shares: list[dict], key: str, value: float) -> None:
+    for stats in shares:
+        stats[key] = stats.get(key, 0.0) + value / len(shares)
 
 
 class ComponentTimer:
@@ -174,7 +181,7 @@ class ComponentTimer:
         self.profile = profile
         self.uses_events = (self.device.type == "cuda" or event_factory is not None) and not profile
         self._event_factory = event_factory or (lambda: torch.cuda.Event(enable_timing=True))
-        self._pending: list[tuple[dict, str, Any, Any]] = []
+        self._pending: list[tuple[list[dict], str, Any, Any]] = []
 
     @property
     def pending(self) -> int:
@@ -182,14 +189,17 @@ class ComponentTimer:
         return len(self._pending)
 
     @contextmanager
-    def time(self, stats: dict, key: str) -> Iterator[None]:
+    def time(self, stats: dict | Sequence[dict], key: str) -> Iterator[None]:
+        """Time the block into ``stats[key]``; given several stats dicts (one batched call
+        serving several videos' frames), each gets an equal share of the time."""
+        shares = [stats] if isinstance(stats, dict) else list(stats)
         if self.uses_events:
             start = self._event_factory()
             start.record()
             yield
             end = self._event_factory()
             end.record()
-            self._pending.append((stats, key, start, end))
+            self._pending.append((shares, key, start, end))
             return
         sync = self.profile and self.device.type == "cuda"
         if sync:
@@ -198,13 +208,13 @@ class ComponentTimer:
         yield
         if sync:
             torch.cuda.synchronize(self.device)
-        stats[key] = stats.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0
+        _add_shares(shares, key, (time.perf_counter() - t0) * 1000.0)
 
     def flush(self) -> None:
         """Read every pending span into its stats (one wait, on the newest event)."""
         if not self._pending:
             return
         self._pending[-1][3].synchronize()
-        for stats, key, start, end in self._pending:
-            stats[key] = stats.get(key, 0.0) + float(start.elapsed_time(end))
+        for shares, key, start, end in self._pending:
+            _add_shares(shares, key, float(start.elapsed_time(end)))
         self._pending.clear()

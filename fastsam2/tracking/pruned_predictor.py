@@ -32,8 +32,8 @@ The pruned memory-conditioning step itself lives in
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,15 @@ log = logging.getLogger(__name__)
 ROUTER_CACHE_KEY = "fastsam2_router"  # per-video router cache (uncertainty, keyframe semantics)
 TEXT_KEY = "fastsam2_text"  # the video's text phrase (or None)
 OBJECT_TEXT_KEY = "fastsam2_object_text"  # {obj_id: phrase}: an object's own text, over the video's
+
+
+def _batch_rows(backbone_out: dict[str, Any], i: int) -> dict[str, Any]:
+    """Row ``i`` of a batched ``forward_image`` output (tensors and lists of tensors)."""
+    return {
+        key: [x[i:i + 1] for x in value] if isinstance(value, list)
+        else value[i:i + 1] if isinstance(value, Tensor) else value
+        for key, value in backbone_out.items()
+    }
 
 
 @dataclass
@@ -234,27 +243,67 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         return out
 
     def _get_image_feature(self, inference_state, frame_idx, batch_size):
-        if frame_idx in inference_state["cached_features"]:
-            return super()._get_image_feature(inference_state, frame_idx, batch_size)
-        ctx = _FrameCtx(inference_state, frame_idx)
+        if frame_idx not in inference_state["cached_features"]:
+            self.encode_frames([(inference_state, frame_idx)])
+        return super()._get_image_feature(inference_state, frame_idx, batch_size)
+
+    @property
+    def batches_encoder(self) -> bool:
+        """Whether frames of several videos can share one image-encoder call: not with the
+        sparse encoder (its activation cache is per video) nor with sampled MC-dropout
+        uncertainty (its random stream would differ from one-video-at-a-time)."""
+        router = self.router if self.pruning_active else None
+        return self.sparse_encoder is None and not (router is not None and router.config.uncertainty == "mc")
+
+    @torch.inference_mode()
+    def encode_frames(self, frames: Sequence[tuple[dict[str, Any], int]], *, ahead: bool = False) -> None:
+        """Encode frame ``t`` of each ``(inference_state, t)`` in one image-encoder call and
+        cache it in that state, where sam2's ``_get_image_feature`` finds it.
+
+        This is sam2's own cache miss (same input tensor, ``forward_image``, one cached
+        frame per video) with the batch dimension spanning videos: every video's frame
+        gets the rows of its own image (all videos of one predictor share the image
+        size). The router's uncertainty comes from the same call's taps. ``ahead``
+        (frames encoded before their video asks for them, by the lockstep engine) keeps
+        the frame before ``t`` cached too, in case the video reads it once more (objects
+        added on that frame). Stats: each frame counts one encoder call and an equal
+        share of the call's time. Falls back to one call per video when
+        :attr:`batches_encoder` is false.
+        """
+        frames = list(frames)
+        if len(frames) > 1 and not self.batches_encoder:
+            for frame in frames:
+                self.encode_frames([frame], ahead=ahead)
+            return
+        images = [state["images"][t].to(state["device"]).float().unsqueeze(0) for state, t in frames]
+        stats = [frame_stats(state, t) for state, t in frames]
+        for s in stats:
+            s[ENCODER_CALLS] = s.get(ENCODER_CALLS, 0) + 1  # shared by all objects: must stay 1
         self._taps = None
-        stats = frame_stats(inference_state, frame_idx)
-        stats[ENCODER_CALLS] = stats.get(ENCODER_CALLS, 0) + 1  # shared by all objects: must stay 1
-        self._encoding = ctx
+        self._encoding = _FrameCtx(*frames[0]) if len(frames) == 1 else None
         try:
-            with self._autocast(), self._timed("image_encoder", ctx):
-                features = super()._get_image_feature(inference_state, frame_idx, batch_size)
+            with self._autocast(), self._timed_shares("image_encoder", stats):
+                backbone_out = self.forward_image(images[0] if len(images) == 1 else torch.cat(images))
         finally:
             self._encoding = None
         taps, self._taps = self._taps, None
+        unc = None
         if taps is not None and self.router is not None:
-            with self._timed("router", ctx):
+            with self._timed_shares("router", stats):
                 grid = (self.sam_image_embedding_size, self.sam_image_embedding_size)
                 unc = self.router.uncertainty_from_taps(taps, self.image_encoder.trunk, grid)
-            if unc is not None:
-                cache = inference_state.setdefault(ROUTER_CACHE_KEY, {})
-                cache["uncertainty"] = {frame_idx: unc[:1]}  # same for every object: keep one row
-        return features
+        for i, (state, t) in enumerate(frames):
+            own = backbone_out if len(frames) == 1 else _batch_rows(backbone_out, i)
+            kept = {t - 1: state["cached_features"][t - 1]} if ahead and t - 1 in state["cached_features"] else {}
+            state["cached_features"] = {**kept, t: (images[i], own)}
+            if unc is not None:  # same for every object: keep one row
+                state.setdefault(ROUTER_CACHE_KEY, {})["uncertainty"] = {t: unc[i:i + 1]}
+
+    def _timed_shares(self, component: str, stats: list[dict[str, Any]]):
+        """Time one call that serves several frames (each gets an equal share)."""
+        if not self.collect_stats:
+            return nullcontext()
+        return timed(self.timer, stats, component, self.count_flops)
 
     # ---- sparse image encoder (opt-in) ---------------------------------------------------------
     def _forward_image_sparse(self, img_batch: Tensor, ctx: _FrameCtx):
