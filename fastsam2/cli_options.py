@@ -77,6 +77,7 @@ def job_options(fn):
         click.option("--storage-options", help="JSON of fsspec/s3fs options, e.g. '{\"anon\": false}'."),
         click.option("--track-gpus", type=float, help="GPUs per SAM2 actor (fractional allowed)."),
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
+        click.option("--videos-per-actor", type=int, help="Videos each SAM2 actor tracks in lockstep, one batched image-encoder call per step (e.g. 4 on a GPU; raises the track batch size to match)."),
         click.option("--resource", "resource_overrides", multiple=True, metavar="STAGE.FIELD=VALUE",
                      help="Per-stage resources, repeatable: e.g. propose.num_gpus=0.25, track.max_actors=8, "
                           "caption.batch_size=16 (stages: propose, caption, track, write)."),
@@ -109,6 +110,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     **{k: ("prompts", k) for k in ("point", "box", "text", "caption_backend", "caption_model", "caption_endpoint",
                                    "detector_weights", "min_objectness", "max_objects", "detect_every")},
     "track_gpus": ("resources", "track", "num_gpus"), "track_actors": ("resources", "track", "max_actors"),
+    "videos_per_actor": ("videos_per_actor",),
 }  # fmt: skip
 
 
@@ -197,6 +199,7 @@ def build_config(inputs: tuple[str, ...], **kw: Any) -> JobConfig:
         "output": kw.get("output"),
         "storage_options": storage_options,
         "max_frames": kw.get("max_frames"),
+        "videos_per_actor": kw.get("videos_per_actor"),
         "allow_mixed_settings": kw.get("allow_mixed_settings"),
         "model": {
             "sam2_config": kw.get("sam2_config"),

@@ -214,6 +214,9 @@ class JobConfig(BaseModel):
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     resources: dict[str, StageResources] = Field(default_factory=default_resources)
     max_frames: int | None = None
+    # Videos each tracking actor advances in lockstep (one batched image-encoder call per
+    # step; fastsam2.tracking.lockstep). The track stage's batch size is raised to it.
+    videos_per_actor: int = Field(1, ge=1)
     # Add to an output root whose recorded settings differ (see fastsam2.run_settings).
     allow_mixed_settings: bool = False
     # Ray Data aborts a run when no stage makes progress for this long (its own default is 30
@@ -249,6 +252,14 @@ class JobConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; stages are {sorted(default_resources())}")
         return v
+
+    @model_validator(mode="after")
+    def _track_batch_holds_videos_per_actor(self) -> "JobConfig":
+        """An actor can only keep as many videos in flight as its batch brings."""
+        track = self.resource("track")
+        if track.batch_size < self.videos_per_actor:
+            self.resources = {**self.resources, "track": track.model_copy(update={"batch_size": self.videos_per_actor})}
+        return self
 
     def resource(self, stage: str) -> StageResources:
         return self.resources.get(stage) or default_resources().get(stage, StageResources())

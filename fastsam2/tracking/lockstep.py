@@ -100,7 +100,12 @@ def run_lockstep(tracker: StreamingTracker, videos: Iterable[VideoJob], videos_p
                     break
                 key, start = job
                 view = tracker.view()
-                live.append(_Live(key, view, start(view)))
+                try:
+                    steps = start(view)
+                except Exception as exc:  # noqa: BLE001 - e.g. its detector cannot be set up
+                    yield key, exc
+                    continue
+                live.append(_Live(key, view, steps))
                 settled = False
         if not live:
             return
