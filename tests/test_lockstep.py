@@ -15,6 +15,7 @@ import torch
 from fastsam2.config import ObjectPrompt
 from fastsam2.models.sam2 import build_video_predictor
 from fastsam2.synthetic import first_frame_prompts, make_video
+from fastsam2.tracking import memory_conditioning
 from fastsam2.tracking.lockstep import run_lockstep
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
 from fastsam2.tracking.streaming import StreamingTracker
@@ -95,11 +96,24 @@ def test_lockstep_equals_one_by_one(predictor, keep):
         batch_sizes.append(img_batch.shape[0])
         return forward_image(img_batch)
 
+    attention_streams: list[int] = []
+    streams_call = memory_conditioning.memory_attention_streams
+
+    def counting_streams(memory_attention, curr, *args):
+        attention_streams.append(curr.shape[1])
+        return streams_call(memory_attention, curr, *args)
+
     predictor.forward_image = counting
+    memory_conditioning.memory_attention_streams = counting_streams
     try:
         batched = _lockstep(predictor, per_step=3)
     finally:
         del predictor.forward_image
+        memory_conditioning.memory_attention_streams = streams_call
+    if keep < 1.0:  # one attention call over the streams of a round (b has two objects)
+        assert max(attention_streams) >= 3, attention_streams
+    else:  # dense streams run sam2's own attention, one per stream (bit-identical to stock)
+        assert attention_streams == []
     # a, b, bad start (their prompt frames: 1 each); frame 1 of all three in one call; b ends
     # and c takes its slot (prompt frame: 1); frame 2 of a and frame 1 of c (bad's frame 2
     # fails to decode: it ends alone); frame 3 of a with frame 2 of c.

@@ -9,9 +9,15 @@ each per step:
    ``forward_image`` call (the frames stacked on the batch dimension; all videos of
    one predictor share its image size) and cached in each video's own inference
    state (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.encode_frames`);
-2. **track**: each video's own step then runs as it would alone (memory attention,
-   decoder, memory encoder, eviction of its own bank), finding its frame's
-   features already cached.
+2. **track**: each video's own step then runs as it would alone (router, decoder,
+   memory encoder, eviction of its own bank), finding its frame's features
+   already cached, except that pruned memory attention waits: the steps run one
+   at a time on threads of their own and meet there, and one call runs memory
+   attention for every (video, object) stream of the round that has the same
+   shapes (all pruned streams share ``k``; streams whose memory lengths differ,
+   while a young video's bank fills up, are grouped by length, never padded).
+   Dense streams (keep 1.0) run sam2's own attention, one per stream, so they stay
+   bit-identical to stock.
 
 A video is a *coroutine*: a generator (e.g. :func:`fastsam2.labeling.label_video_steps`)
 that tracks through the :class:`~fastsam2.tracking.streaming.StreamingTracker` it is
@@ -23,13 +29,15 @@ step raises ends with that exception as its outcome, and the others go on.
 
 Each step advances the videos in a fixed order (the order they started), so one
 video's frames are always tracked in order and its results equal tracking it
-alone: the batched encoder call is the only thing videos share
-(``tests/test_lockstep.py`` checks masks, memory features and object pointers).
+alone: the batched calls are the only thing videos share, and each row of them
+is that stream's own computation (``tests/test_lockstep.py`` checks masks,
+memory features and object pointers).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -110,12 +118,11 @@ def run_lockstep(tracker: StreamingTracker, videos: Iterable[VideoJob], videos_p
         if not live:
             return
         failed = _encode_ahead(tracker.predictor, live)
-        for video in list(live):
-            if id(video) in failed:
-                video.steps.close()
-                ended = (video.key, failed[id(video)])
-            else:
-                ended = _step(video)
+        for video in [v for v in live if id(v) in failed]:
+            video.steps.close()
+            live.remove(video)
+            yield video.key, failed[id(video)]
+        for video, ended in zip(list(live), _step_all(tracker.predictor, live), strict=True):
             if ended is not None:
                 live.remove(video)
                 yield ended
@@ -153,3 +160,114 @@ def _encode_ahead(predictor: Any, live: list[_Live]) -> dict[int, BaseException]
     for s in ready:
         s.pending_ms += share
     return failed
+
+
+def _step_all(predictor: Any, live: list[_Live]) -> list[tuple[Any, Any] | None]:
+    """Step every live video once, with one memory-attention call per round of streams.
+
+    Each video's step runs on a thread of its own, but only one thread runs at a time:
+    a step runs until its next stream (object) reaches memory attention, where it
+    posts its request and waits, or until the step ends; then the next video's step
+    runs. When every step waits or has ended, the waiting requests run as one batched
+    call (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.condition_streams`),
+    and the waiting steps resume one at a time, in order, until each waits again (its
+    next object) or ends. Without a predictor that batches, or with one video, the
+    steps simply run in order.
+    """
+    if len(live) < 2 or not hasattr(predictor, "condition_streams"):
+        return [_step(video) for video in live]
+    rendezvous = _Rendezvous(predictor)
+    predictor.attention_batcher = rendezvous
+    try:
+        return rendezvous.step_all(live)
+    finally:
+        predictor.attention_batcher = None
+
+
+class _Worker:
+    """One video's step on its own thread: ``running`` -> ``parked`` (waiting for the
+    batched attention) -> ``running`` ... -> ``done``."""
+
+    def __init__(self, video: _Live) -> None:
+        self.video = video
+        self.status = "running"
+        self.request: Any = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.ended: tuple[Any, Any] | None = None
+        self.thread: threading.Thread | None = None
+
+
+class _Rendezvous:
+    """Where the streams stepped together meet for their memory attention."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.predictor = predictor
+        self.cv = threading.Condition()
+        self.local = threading.local()
+
+    def accepts(self) -> bool:
+        """Whether the calling thread is a video's step run by :meth:`step_all`."""
+        return getattr(self.local, "worker", None) is not None
+
+    def submit(self, request: Any) -> Any:
+        """(On a step's thread) post one stream's request, wait for the batched result."""
+        worker: _Worker = self.local.worker
+        with self.cv:
+            worker.request, worker.status = request, "parked"
+            self.cv.notify_all()
+            self.cv.wait_for(lambda: worker.status == "running")
+            result, error = worker.result, worker.error
+            worker.request = worker.result = worker.error = None
+        if error is not None:
+            raise error
+        return result
+
+    def step_all(self, live: list[_Live]) -> list[tuple[Any, Any] | None]:
+        workers = [_Worker(video) for video in live]
+        for worker in workers:
+            worker.thread = threading.Thread(target=self._run, args=(worker,), daemon=True,
+                                             name=f"lockstep-{worker.video.key}")
+            worker.thread.start()
+            self._wait(worker)
+        while parked := [w for w in workers if w.status == "parked"]:
+            self._condition(parked)
+            for worker in parked:
+                with self.cv:
+                    worker.status = "running"
+                    self.cv.notify_all()
+                self._wait(worker)
+        for worker in workers:
+            worker.thread.join()
+        return [worker.ended for worker in workers]
+
+    def _run(self, worker: _Worker) -> None:
+        self.local.worker = worker
+        try:
+            worker.ended = _step(worker.video)
+        finally:
+            with self.cv:
+                worker.status = "done"
+                self.cv.notify_all()
+
+    def _wait(self, worker: _Worker) -> None:
+        """Until ``worker`` waits for attention or its step has ended (one thread runs at a time)."""
+        with self.cv:
+            self.cv.wait_for(lambda: worker.status in ("parked", "done"))
+
+    def _condition(self, parked: list[_Worker]) -> None:
+        """The round's batched attention; if it fails, each stream alone (a failure stays
+        that stream's video's)."""
+        try:
+            results = self.predictor.condition_streams([w.request for w in parked])
+        except Exception as exc:  # noqa: BLE001
+            log.warning("batched memory attention of %d streams failed (%s: %s); running them one by one",
+                        len(parked), type(exc).__name__, exc)
+            for worker in parked:
+                try:
+                    worker.result = self.predictor.condition_streams([worker.request])[0]
+                except Exception as own:  # noqa: BLE001
+                    worker.error = own
+            return
+        for worker, result in zip(parked, results, strict=True):
+            worker.result = result

@@ -23,7 +23,7 @@ from sam2.modeling.sam2_utils import get_1d_sine_pe, select_closest_cond_frames
 from torch import Tensor
 
 from fastsam2.tracking.memory_bank import INDICES_KEY
-from fastsam2.tracking.subset_attention import memory_attention_subset
+from fastsam2.tracking.subset_attention import memory_attention_streams, memory_attention_subset
 
 
 def memory_frames(sam: SAM2Base, frame_idx: int, output_dict: dict, track_in_reverse: bool):
@@ -134,29 +134,117 @@ def memory_inputs(sam: SAM2Base, frame_idx: int, output_dict: dict, num_frames: 
     return MemoryInputs(torch.cat(memory, dim=0), torch.cat(memory_pos, dim=0), memory_idx, num_ptr)
 
 
+@dataclass
+class ConditioningRequest:
+    """One stream's memory-conditioning step, gathered and ready for attention.
+
+    ``feats``/``pos`` [HW, B, C] are the frame's dense tokens, ``kept`` the kept flat
+    indices (all of them when dense), ``memory`` what the stream's memory attention reads.
+    ``stats`` is the frame stats record the step's time goes to (None: not collected).
+    """
+
+    feats: Tensor
+    pos: Tensor
+    grid: tuple[int, int]
+    kept: Tensor
+    memory: MemoryInputs
+    stats: dict | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.kept.numel() == self.feats.shape[0]
+
+    @property
+    def curr_indices(self) -> Tensor | None:
+        return None if self.dense else self.kept
+
+    def current(self) -> tuple[Tensor, Tensor]:
+        """The kept current tokens and their position embeddings, [k, B, C]."""
+        if self.dense:
+            return self.feats, self.pos
+        return self.feats.index_select(0, self.kept), self.pos.index_select(0, self.kept)
+
+    @property
+    def shape_key(self) -> tuple:
+        """Streams with equal keys can share one attention call (batch dimension)."""
+        return (self.kept.numel(), self.memory.tokens.shape[0], self.memory.num_ptr, self.grid,
+                self.feats.shape[1], self.feats.dtype, self.memory.tokens.dtype)
+
+
+def prepare_conditioning(sam: SAM2Base, frame_idx: int, feats: Tensor, pos: Tensor, grid: tuple[int, int],
+                         output_dict: dict, num_frames: int | None, track_in_reverse: bool,
+                         kept: Tensor) -> ConditioningRequest:
+    """Gather what one stream's memory attention needs (its memory and kept tokens)."""
+    mem = memory_inputs(sam, frame_idx, output_dict, num_frames, track_in_reverse, feats.shape[1], feats.device)
+    return ConditioningRequest(feats, pos, grid, kept.to(feats.device), mem)
+
+
+def finish_conditioning(sam: SAM2Base, req: ConditioningRequest, out: Tensor) -> Tensor:
+    """The decoder's dense input [B, C, H, W] from the kept tokens' attention output:
+    pruned positions get ``raw + no_mem_embed`` (what SAM2 feeds the decoder on
+    memory-less frames)."""
+    H, W = req.grid
+    HW, B, C = req.feats.shape
+    if not req.dense:
+        full = (req.feats + sam.no_mem_embed).to(out.dtype)
+        out = full.index_copy(0, req.kept, out)
+    return out.permute(1, 2, 0).view(B, C, H, W)
+
+
+def condition(sam: SAM2Base, req: ConditioningRequest) -> Tensor:
+    """One stream's pruned memory conditioning (:func:`memory_attention_subset`)."""
+    curr, curr_pos = req.current()
+    mem = req.memory
+    out = memory_attention_subset(
+        sam.memory_attention, curr, curr_pos, mem.tokens, mem.pos, req.curr_indices, mem.indices, req.grid,
+        mem.num_ptr,
+    )
+    return finish_conditioning(sam, req, out)
+
+
+def condition_streams(sam: SAM2Base, requests: list[ConditioningRequest]) -> list[Tensor]:
+    """Several streams' pruned memory conditioning, one attention call per shape group.
+
+    Streams whose kept count, memory length and pointer count agree (all pruned
+    streams share ``k``; memory lengths differ only while a video's bank fills up)
+    are stacked on the batch dimension and run as one call
+    (:func:`memory_attention_streams`, each row with its own RoPE tables); a stream
+    with no partner runs alone. No padding: a padded key would change the softmax
+    unless masked, and grouping is exact. Results come back in request order.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, req in enumerate(requests):
+        groups.setdefault(req.shape_key if req.feats.shape[1] == 1 else ("alone", i), []).append(i)
+    results: list[Tensor | None] = [None] * len(requests)
+    for members in groups.values():
+        if len(members) == 1:
+            results[members[0]] = condition(sam, requests[members[0]])
+            continue
+        reqs = [requests[i] for i in members]
+        currents = [r.current() for r in reqs]
+        out = memory_attention_streams(
+            sam.memory_attention,
+            torch.cat([c for c, _ in currents], dim=1),
+            torch.cat([p for _, p in currents], dim=1),
+            torch.cat([r.memory.tokens for r in reqs], dim=1),
+            torch.cat([r.memory.pos for r in reqs], dim=1),
+            [r.curr_indices for r in reqs],
+            [r.memory.indices for r in reqs],
+            reqs[0].grid,
+            reqs[0].memory.num_ptr,
+        )
+        for j, (i, req) in enumerate(zip(members, reqs, strict=True)):
+            results[i] = finish_conditioning(sam, req, out[:, j:j + 1])
+    return results  # type: ignore[return-value]
+
+
 def pruned_memory_conditioning(sam: SAM2Base, frame_idx: int, feats: Tensor, pos: Tensor,
                                grid: tuple[int, int], output_dict: dict, num_frames: int | None,
                                track_in_reverse: bool, kept: Tensor) -> Tensor:
     """Memory attention on ``kept`` current tokens vs. each memory frame's kept tokens.
 
     ``feats``/``pos`` [HW, B, C] are the frame's dense tokens; returns the decoder's
-    dense input [B, C, H, W]: kept positions memory-conditioned, pruned positions
-    ``raw + no_mem_embed`` (what SAM2 feeds the decoder on memory-less frames).
+    dense input [B, C, H, W].
     """
-    H, W = grid
-    HW, B, C = feats.shape
-    device = feats.device
-    mem = memory_inputs(sam, frame_idx, output_dict, num_frames, track_in_reverse, B, device)
-    dense = kept.numel() == HW
-    if dense:
-        curr, curr_pos, curr_idx = feats, pos, None
-    else:
-        kept = kept.to(device)
-        curr, curr_pos, curr_idx = feats.index_select(0, kept), pos.index_select(0, kept), kept
-    out = memory_attention_subset(
-        sam.memory_attention, curr, curr_pos, mem.tokens, mem.pos, curr_idx, mem.indices, grid, mem.num_ptr
-    )
-    if not dense:
-        full = (feats + sam.no_mem_embed).to(out.dtype)
-        out = full.index_copy(0, kept, out)
-    return out.permute(1, 2, 0).view(B, C, H, W)
+    return condition(sam, prepare_conditioning(sam, frame_idx, feats, pos, grid, output_dict, num_frames,
+                                               track_in_reverse, kept))

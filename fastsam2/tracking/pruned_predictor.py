@@ -32,6 +32,7 @@ The pruned memory-conditioning step itself lives in
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -50,7 +51,12 @@ from fastsam2.tracking.instrument import (
     timed,
 )
 from fastsam2.tracking.memory_bank import INDICES_KEY
-from fastsam2.tracking.memory_conditioning import pruned_memory_conditioning
+from fastsam2.tracking.memory_conditioning import (
+    ConditioningRequest,
+    condition,
+    condition_streams,
+    prepare_conditioning,
+)
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.runtime import autocast_context, compile_modules, enable_tf32, resolve_precision
 from fastsam2.tracking.signals import capture_encoder_taps, prior_from_masks
@@ -79,6 +85,26 @@ def _batch_rows(backbone_out: dict[str, Any], i: int) -> dict[str, Any]:
     }
 
 
+class _PerThread:
+    """An attribute with one value per thread: the lockstep engine steps videos on worker
+    threads (one at a time, switching where they wait for the batched attention), and
+    each keeps its own call-in-progress state."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(obj.__dict__.get("_fastsam2_per_thread"), self.name, None)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        local = obj.__dict__.get("_fastsam2_per_thread")
+        if local is None:
+            local = obj.__dict__["_fastsam2_per_thread"] = threading.local()
+        setattr(local, self.name, value)
+
+
 @dataclass
 class _FrameCtx:
     """What the overridden steps need to know about the call in progress."""
@@ -93,9 +119,14 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     """``SAM2VideoPredictor`` whose memory attention runs on router-selected tokens.
 
     Configure after building with :meth:`configure_pruning`; set a video's text
-    with :meth:`set_video_text`. Not thread-safe (one video at a time per
-    instance, like the stock predictor).
+    with :meth:`set_video_text`. Several videos share one instance only through
+    :mod:`fastsam2.tracking.lockstep`, which runs one thread at a time; it is not
+    safe for concurrent use.
     """
+
+    _ctx = _PerThread()  # the frame inference in progress
+    _taps = _PerThread()  # router taps of the encoder call in progress
+    _encoding = _PerThread()  # the frame the image encoder is running on
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -111,6 +142,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self.precision: str = "fp32"  # configure_runtime
         self.profile: bool = False
         self._timer: ComponentTimer | None = None
+        #: Set by the lockstep engine while it steps streams together (fastsam2.tracking.lockstep).
+        self.attention_batcher: Any = None
 
     # ---- public configuration ---------------------------------------------------------------
     def configure_pruning(
@@ -299,9 +332,18 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             if unc is not None:  # same for every object: keep one row
                 state.setdefault(ROUTER_CACHE_KEY, {})["uncertainty"] = {t: unc[i:i + 1]}
 
+    @torch.inference_mode()
+    def condition_streams(self, requests: list[ConditioningRequest]) -> list[Tensor]:
+        """Pruned memory conditioning of several streams (videos x objects), batched where
+        shapes allow (:func:`~fastsam2.tracking.memory_conditioning.condition_streams`),
+        under the run's precision; each stream's frame gets a share of the time."""
+        stats = [r.stats for r in requests if r.stats is not None]
+        with self._autocast(), self._timed_shares("memory_attention", stats):
+            return condition_streams(self, requests)
+
     def _timed_shares(self, component: str, stats: list[dict[str, Any]]):
         """Time one call that serves several frames (each gets an equal share)."""
-        if not self.collect_stats:
+        if not self.collect_stats or not stats:
             return nullcontext()
         return timed(self.timer, stats, component, self.count_flops)
 
@@ -531,10 +573,18 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         else:  # dense queries against memory that was stored pruned
             kept, n_prior = torch.arange(H * W, device=feats.device), 0
         with self._timed("memory_attention"):
-            pix = pruned_memory_conditioning(
+            req = prepare_conditioning(
                 self, frame_idx, feats, current_vision_pos_embeds[-1], (H, W), output_dict, num_frames,
                 track_in_reverse, kept,
             )
+        batcher = self.attention_batcher
+        if batcher is not None and batcher.accepts():
+            # Stepped in lockstep: wait for one attention call over every stream of the round.
+            req.stats = frame_stats(ctx.inference_state, ctx.frame_idx) if ctx and self.collect_stats else None
+            pix = batcher.submit(req)
+        else:
+            with self._timed("memory_attention"):
+                pix = condition(self, req)
         if ctx is not None:
             ctx.kept = kept
         self._count_tokens(ctx, kept.numel() * B, H * W * B, n_prior * B)
