@@ -138,3 +138,36 @@ def test_lockstep_equals_one_by_one(predictor, keep):
 def test_lockstep_rejects_zero_videos(predictor):
     with pytest.raises(ValueError, match="videos_per_step must be at least 1"):
         list(run_lockstep(StreamingTracker(predictor), [], videos_per_step=0))
+
+
+def _request(predictor, gen: torch.Generator, k: int, memory_frames: int, pointers: int):
+    """A stream's conditioning request with random tokens: ``memory_frames`` pruned frames of
+    ``k`` kept tokens each (their own indices) plus ``pointers`` object pointers."""
+    from fastsam2.tracking.memory_conditioning import ConditioningRequest, MemoryInputs
+
+    side = predictor.sam_image_embedding_size
+    n, C, Cm = side * side, predictor.hidden_dim, predictor.mem_dim
+    kept = torch.randperm(n, generator=gen)[:k].sort().values if k < n else torch.arange(n)
+    indices = [torch.randperm(n, generator=gen)[:k].sort().values for _ in range(memory_frames)]
+    m = memory_frames * k + 4 * pointers
+    memory = MemoryInputs(torch.randn(m, 1, Cm, generator=gen), torch.randn(m, 1, Cm, generator=gen),
+                          indices, 4 * pointers)
+    return ConditioningRequest(torch.randn(n, 1, C, generator=gen), torch.randn(n, 1, C, generator=gen),
+                               (side, side), kept, memory)
+
+
+def test_streams_attention_equals_each_stream_alone(predictor):
+    """Grouping by shape: two groups of different memory lengths, a dense stream and a stream
+    of its own; every row's RoPE tables are its own (kept tokens differ per stream)."""
+    from fastsam2.tracking.memory_conditioning import condition, condition_streams
+
+    gen = torch.Generator().manual_seed(0)
+    n = predictor.sam_image_embedding_size ** 2
+    k = round(0.3 * n)
+    shapes = [(k, 2, 3), (k, 2, 3), (k, 3, 3), (k, 2, 3), (k, 3, 3), (n, 1, 2), (k, 1, 1)]
+    requests = [_request(predictor, gen, *shape) for shape in shapes]
+    with torch.inference_mode():
+        together = condition_streams(predictor, requests)
+        alone = [condition(predictor, r) for r in requests]
+    for i, (a, b) in enumerate(zip(together, alone, strict=True)):
+        torch.testing.assert_close(a, b, atol=FEATURE_TOL, rtol=0, msg=f"stream {i}")

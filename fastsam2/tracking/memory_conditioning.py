@@ -8,6 +8,11 @@ its own ``k`` tokens plus their indices, :data:`~fastsam2.tracking.memory_bank.I
 and the attention runs on the current frame's kept tokens only
 (:func:`~fastsam2.tracking.subset_attention.memory_attention_subset`).
 
+The step is split so several streams can share the attention: :func:`prepare_conditioning`
+gathers one stream's request, :func:`condition` runs it alone, :func:`condition_streams`
+runs many (videos x objects, stepped in lockstep) with one call per group of equal
+shapes, and :func:`finish_conditioning` scatters the kept tokens back to the grid.
+
 Functions take the SAM2 model (``sam``) as their first argument and read only its
 configuration and stock submodules; with every token kept they reproduce the stock
 step (``tests/test_pruning_exactness.py``).
@@ -236,15 +241,3 @@ def condition_streams(sam: SAM2Base, requests: list[ConditioningRequest]) -> lis
         for j, (i, req) in enumerate(zip(members, reqs, strict=True)):
             results[i] = finish_conditioning(sam, req, out[:, j:j + 1])
     return results  # type: ignore[return-value]
-
-
-def pruned_memory_conditioning(sam: SAM2Base, frame_idx: int, feats: Tensor, pos: Tensor,
-                               grid: tuple[int, int], output_dict: dict, num_frames: int | None,
-                               track_in_reverse: bool, kept: Tensor) -> Tensor:
-    """Memory attention on ``kept`` current tokens vs. each memory frame's kept tokens.
-
-    ``feats``/``pos`` [HW, B, C] are the frame's dense tokens; returns the decoder's
-    dense input [B, C, H, W].
-    """
-    return condition(sam, prepare_conditioning(sam, frame_idx, feats, pos, grid, output_dict, num_frames,
-                                               track_in_reverse, kept))
