@@ -95,6 +95,21 @@ def test_event_timer_reads_once_per_frame(monkeypatch):
     assert _EventDouble.waits == 1
 
 
+def test_one_batched_call_gives_each_frame_an_equal_share():
+    """Lockstep: one encoder call serves several videos' frames; each frame's stats get a share."""
+
+    class _Fixed(_EventDouble):
+        def elapsed_time(self, other) -> float:
+            return 30.0
+
+    timer = ComponentTimer("cpu", event_factory=_Fixed)
+    a, b, c = {"ms_image_encoder": 1.0}, {}, {}
+    with timer.time([a, b, c], "ms_image_encoder"):
+        pass
+    timer.flush()
+    assert (a["ms_image_encoder"], b["ms_image_encoder"], c["ms_image_encoder"]) == (11.0, 10.0, 10.0)
+
+
 def test_cpu_timer_is_immediate():
     timer = ComponentTimer("cpu", profile=True)
     stats: dict = {}
