@@ -63,7 +63,8 @@ import torch.nn.functional as F
 from fastsam2.models.factory import load_sam2
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import evict_unreachable, memory_bank_stats, process_memory_bytes, windows
-from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
+from fastsam2.tracking.instrument import STATS_KEY
+from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
 from fastsam2.tracking.streaming import new_inference_state
 
 SAM2_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)

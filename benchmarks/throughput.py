@@ -12,10 +12,14 @@ the same videos, same weights, same device, one process:
   ``--precision auto``) at keep ratio 1.0 (sam2's own code path).
 - ``ours_keep_0.3``: the same at keep ratio 0.3 (router: prior + uncertainty +
   context, no text).
-- ``ours_keep_0.3_videos_per_actor``: several videos in lockstep per actor:
-  **not built yet** (reported as such, no figures).
-- ``ours_keep_0.3_compile``: ``ours_keep_0.3`` plus ``--compile``; runs on CUDA
-  (on CPU only with ``--compile-on-cpu``: compiling hiera on CPU takes minutes).
+- ``ours_keep_0.3_videos_per_actor``: ``--videos-per-actor`` V videos in lockstep
+  on one predictor (:func:`fastsam2.tracking.lockstep.run_lockstep`: one image-encoder
+  call on one frame of each live video per step; a video that ends is replaced by
+  the next).
+- ``ours_keep_0.3_compile``: ``ours_keep_0.3`` plus ``--compile``, and
+  ``ours_keep_0.3_videos_per_actor_compile``: the lockstep mode plus ``--compile``;
+  both run on CUDA (on CPU only with ``--compile-on-cpu``: compiling hiera on CPU
+  takes minutes).
 
 Each mode first tracks one warm-up video (``--warmup-frames``, not timed: lazy
 initialisation, cuDNN autotuning, compilation). Then ``frames_per_s`` = tracked
@@ -32,7 +36,7 @@ threads), steadier than wall time on a shared machine. At keep 1.0
 held to ``--exact-iou``).
 
     python benchmarks/throughput.py [--device cpu|cuda] [--videos N] [--frames F]
-        [--image-size S] [--json FILE]
+        [--image-size S] [--videos-per-actor V] [--json FILE]
 
 JSON: ``results[mode] = {frames_per_s, speedup_vs_stock, peak_memory_bytes,
 memory_ratio_vs_stock, wall_s, frames, cpu_s_per_frame, speedup_cpu_vs_stock,
@@ -59,6 +63,7 @@ from fastsam2.models.weights import resolve_device
 from fastsam2.synthetic import first_frame_prompts, make_video, write_frames
 from fastsam2.tracking.memory_bank import process_memory_bytes
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
+from fastsam2.tracking.lockstep import run_lockstep
 from fastsam2.tracking.runtime import autocast_context, resolve_precision
 from fastsam2.tracking.streaming import StreamingTracker
 
@@ -136,6 +141,28 @@ def run_ours(tracker: StreamingTracker, videos, meter: Meter | None) -> tuple[in
     return frames, masks
 
 
+def run_lockstep_mode(tracker: StreamingTracker, videos, per_actor: int,
+                      meter: Meter | None) -> tuple[int, list[np.ndarray]]:
+    """``run_ours`` with ``per_actor`` videos in lockstep; masks come back in video order."""
+    def steps(view: StreamingTracker, v):
+        objs = [ObjectPrompt(obj_id=1, point=v["prompt"]["point"])]
+        masks = []
+        for r in view.track(iter(v["frames"]), len(v["frames"]), HEIGHT, WIDTH, objs):
+            masks.append(r.masks)
+            if meter:
+                meter.sample()
+            yield r.frame_idx
+        return masks
+
+    jobs = [(i, lambda view, v=v: steps(view, v)) for i, v in enumerate(videos)]
+    outcomes = dict(run_lockstep(tracker, jobs, per_actor))
+    for outcome in outcomes.values():
+        if isinstance(outcome, BaseException):
+            raise outcome
+    masks = [m for i in range(len(videos)) for m in outcomes[i]]
+    return len(masks), masks
+
+
 def timed(device: torch.device, fn) -> tuple[float, int, list[np.ndarray], Meter]:
     meter = Meter(device)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -156,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--image-size", type=int, default=1024)
     ap.add_argument("--warmup-frames", type=int, default=4)
     ap.add_argument("--keep", type=float, default=0.3)
+    ap.add_argument("--videos-per-actor", type=int, default=4, help="videos in lockstep in the videos_per_actor modes")
     ap.add_argument("--exact-iou", type=float, default=0.99,
                     help="least mean mask IoU of ours_dense vs stock counted as exact under bf16 (1.0 in fp32)")
     ap.add_argument("--compile-on-cpu", action="store_true", help="also run the compile mode on CPU (slow)")
@@ -171,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     stock = load_sam2("sam2.1_hiera_t", image_size=args.image_size, device=device, random_weights=True).model
     ours = load_sam2("sam2.1_hiera_t", image_size=args.image_size, device=device, random_weights=True,
-                                 predictor_target=PREDICTOR_TARGET).model
+                     predictor_target=PREDICTOR_TARGET).model
     ours.load_state_dict(stock.state_dict())  # the very same weights
     ours.configure_runtime("auto")
 
@@ -179,15 +207,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         videos = make_videos(args.videos, args.frames, Path(tmp), seed0=1)
         warm = make_videos(1, args.warmup_frames, Path(tmp), seed0=1000)
 
-        def ours_mode(keep: float, compile: bool = False):
+        def ours_mode(keep: float, compile: bool = False, per_actor: int = 0):
             def fn(meter):
                 ours.configure_pruning(keep_ratio=keep)
                 if compile:
                     ours.configure_runtime("auto", compile=True)
                 tracker = StreamingTracker(ours)
-                if meter is None:
-                    return run_ours(tracker, warm, None)
-                return run_ours(tracker, videos, meter)
+                todo = warm * max(per_actor, 1) if meter is None else videos  # warm the batched shapes too
+                if per_actor:
+                    return run_lockstep_mode(tracker, todo, per_actor, meter)
+                return run_ours(tracker, todo, meter)
             return fn
 
         modes: dict[str, Any] = {
@@ -195,13 +224,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ours_dense": ours_mode(1.0),
             f"ours_keep_{args.keep:g}": ours_mode(args.keep),
         }
-        skipped = {f"ours_keep_{args.keep:g}_videos_per_actor":
-                   "not built: --videos-per-actor (lockstep batching of several videos) is not implemented yet"}
-        compile_name = f"ours_keep_{args.keep:g}_compile"
-        if device.type == "cuda" or args.compile_on_cpu:
-            modes[compile_name] = ours_mode(args.keep, compile=True)
-        else:
-            skipped[compile_name] = "skipped on CPU (compiling hiera on CPU takes minutes; pass --compile-on-cpu)"
+        lockstep_name = f"ours_keep_{args.keep:g}_videos_per_actor"
+        modes[lockstep_name] = ours_mode(args.keep, per_actor=args.videos_per_actor)
+        skipped: dict[str, str] = {}
+        for name, per_actor in ((f"ours_keep_{args.keep:g}_compile", 0), (f"{lockstep_name}_compile", args.videos_per_actor)):
+            if device.type == "cuda" or args.compile_on_cpu:
+                modes[name] = ours_mode(args.keep, compile=True, per_actor=per_actor)
+            else:
+                skipped[name] = "skipped on CPU (compiling hiera on CPU takes minutes; pass --compile-on-cpu)"
 
         results: dict[str, Any] = {}
         stock_masks: list[np.ndarray] = []
@@ -242,6 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "precision": precision, "videos": args.videos, "frames_per_video": args.frames,
             "image_size": args.image_size, "warmup_frames": args.warmup_frames, "keep_ratio": args.keep,
+            "videos_per_actor": args.videos_per_actor,
             "source_resolution": [HEIGHT, WIDTH], "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "peak_memory": "CUDA max_memory_allocated" if device.type == "cuda" else "largest process RSS sampled per frame",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fastsam2.stage_specs import STAGE_SPECS, StageResources, default_stage_resources  # StageResources is still importable from here
 
@@ -187,6 +187,9 @@ class JobConfig(BaseModel):
     # Every stage's entry, filled from its declaration (fastsam2.stage_specs) where not given.
     resources: dict[str, StageResources] = Field(default_factory=default_stage_resources)
     max_frames: int | None = None
+    # Videos each tracking actor advances in lockstep (one batched image-encoder call per
+    # step; fastsam2.tracking.lockstep). The track stage's batch size is raised to it.
+    videos_per_actor: int = Field(1, ge=1)
     # Add to an output root whose recorded settings differ (see fastsam2.run_settings).
     allow_mixed_settings: bool = False
     # Ray Data aborts a run when no stage makes progress for this long (its own default is 30
@@ -240,6 +243,14 @@ class JobConfig(BaseModel):
             for name, res in v.items():
                 STAGE_SPECS[name].check(res, prompts)
         return v
+
+    @model_validator(mode="after")
+    def _track_batch_holds_videos_per_actor(self) -> "JobConfig":
+        """An actor can only keep as many videos in flight as its batch brings."""
+        track = self.resource("track")
+        if track.batch_size < self.videos_per_actor:
+            self.resources = {**self.resources, "track": track.model_copy(update={"batch_size": self.videos_per_actor})}
+        return self
 
     def resource(self, stage: str) -> StageResources:
         return self.resources.get(stage) or STAGE_SPECS[stage].defaults

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import statistics
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -86,7 +87,7 @@ class _ObjectsOnSchedule:
 
 
 def _track_backward(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, late: list[ObjectPrompt],
-                    first_seen: dict[int, int], result: VideoResult) -> None:
+                    first_seen: dict[int, int], result: VideoResult) -> Iterator[int]:
     """``--bidirectional``: track objects found after frame 0 back to frame 0.
 
     The frames up to the latest such object's first frame are decoded again and
@@ -117,6 +118,7 @@ def _track_backward(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, 
                    "memory_bank_bytes": fr.memory_bank_bytes, "memory_bytes": fr.memory_bytes}
             rows[t] = row
             result.frames.append(row)
+        yield t
     for o in late:
         first_seen[o.obj_id] = 0
 
@@ -152,6 +154,19 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
     With ``detector`` (and ``cfg.prompts.detect_every``) objects that enter later
     are found and tracked from their first frame; they get objects/ rows too.
     """
+    steps = label_video_steps(task, tracker, cfg, progress, detector)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def label_video_steps(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, progress=None,
+                      detector: Detector | None = None) -> Generator[int, None, VideoResult]:
+    """:func:`label_video` as a coroutine: yields each tracked frame's index, returns the
+    :class:`VideoResult`, so a scheduler can advance several videos in lockstep
+    (:func:`fastsam2.tracking.lockstep.run_lockstep`)."""
     reader = FrameReader(task, cfg.storage_options, max_frames=cfg.max_frames)
     info = reader.info
     result = VideoResult(task.video_id)
@@ -183,11 +198,12 @@ def label_video(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig, prog
         bank_per_frame.append(fr.frame_bank_bytes)
         if progress is not None:
             progress(fr.frame_idx + 1, info.num_frames)
+        yield fr.frame_idx
 
     if cfg.prompts.bidirectional:
         late = [o for o in objects if first_seen.get(o.obj_id, 0) > 0]
         if late:
-            _track_backward(task, tracker, cfg, late, first_seen, result)
+            yield from _track_backward(task, tracker, cfg, late, first_seen, result)
             result.masks.sort(key=lambda r: (r["frame_idx"], r["obj_id"]))
             result.frames.sort(key=lambda r: r["frame_idx"])
 

@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from fastsam2.config import JobConfig, VideoTask
-from fastsam2.labeling import error_row, label_video
+from fastsam2.labeling import error_row, label_video_steps
 from fastsam2.output import from_ipc, to_ipc, write_video
 from fastsam2.progress import report
 from fastsam2.schema import table_from_rows
@@ -222,20 +222,25 @@ class TrackStage:
     def _progress_hook(self, task: VideoTask):
         """Called as ``hook(frames_done, num_frames)`` after each tracked frame; None: no hook.
 
-        A seam for subclasses (tests inject faults through it: tests/faults.py).
+        A seam for subclasses (tests inject faults through it: tests/fault_injection.py).
         """
         return None
 
-    def _label(self, task: VideoTask) -> tuple[dict, str]:
-        """Track one video; any failure becomes its errors/ row."""
+    def _label_steps(self, task: VideoTask, tracker):
+        """One video's tracking coroutine on ``tracker`` (this actor's view for that video)."""
+        detector = self.detector.for_video(task) if self.detector is not None else None
+        return label_video_steps(task, tracker, self.cfg, progress=self._progress_hook(task), detector=detector)
+
+    def _tables(self, task: VideoTask, outcome) -> tuple[dict, str]:
+        """A video's tables, or its errors/ row when tracking it failed."""
         try:
-            detector = self.detector.for_video(task) if self.detector is not None else None
-            res = label_video(task, self.tracker, self.cfg, progress=self._progress_hook(task), detector=detector)
+            if isinstance(outcome, BaseException):
+                raise outcome
             tables = {
-                "masks": table_from_rows("masks", res.masks),
-                "frames": table_from_rows("frames", res.frames),
-                "objects": table_from_rows("objects", res.objects),
-                "videos": table_from_rows("videos", [res.video]),
+                "masks": table_from_rows("masks", outcome.masks),
+                "frames": table_from_rows("frames", outcome.frames),
+                "objects": table_from_rows("objects", outcome.objects),
+                "videos": table_from_rows("videos", [outcome.video]),
             }
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
             log.warning("video %s failed: %s: %s", task.video_id, type(exc).__name__, exc)
@@ -243,13 +248,23 @@ class TrackStage:
         return tables, "ok"
 
     def __call__(self, batch: dict) -> dict:
-        out: dict[str, list] = {"video_id": [], "status": [], "payload": []}
-        for task in _tasks(batch):
+        """Track the batch's videos, ``videos_per_actor`` at a time in lockstep
+        (:func:`fastsam2.tracking.lockstep.run_lockstep`); rows leave in batch order."""
+        from fastsam2.tracking.lockstep import run_lockstep
+
+        tasks = list(_tasks(batch))
+        done: dict[int, tuple[dict, str]] = {}
+        for i, task in enumerate(tasks):
             if task.error is not None:  # failed in an earlier stage: pass it through
                 row = {**task.error, "failed_at": dt.datetime.now(dt.timezone.utc)}
-                tables, status = {"errors": table_from_rows("errors", [row])}, "error"
-            else:
-                tables, status = self._label(task)
+                done[i] = {"errors": table_from_rows("errors", [row])}, "error"
+        jobs = [(i, lambda view, task=task: self._label_steps(task, view))
+                for i, task in enumerate(tasks) if i not in done]
+        for i, outcome in run_lockstep(self.tracker, jobs, self.cfg.videos_per_actor):
+            done[i] = self._tables(tasks[i], outcome)
+        out: dict[str, list] = {"video_id": [], "status": [], "payload": []}
+        for i, task in enumerate(tasks):
+            tables, status = done[i]
             out["video_id"].append(task.video_id)
             out["status"].append(status)
             out["payload"].append({name: to_ipc(t) for name, t in tables.items()})

@@ -181,7 +181,7 @@ def test_flop_counter_sees_clip_attention(tiny_clip):
     equals the analytic cost of the ViT blocks (projections, attention, MLP)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fastsam2.tracking.pruned_predictor import flop_counter
+    from fastsam2.tracking.instrument import flop_counter
 
     visual = tiny_clip.clip.model.visual
     n, w = 1 + visual.grid_size[0] * visual.grid_size[1], visual.transformer.width

@@ -16,7 +16,8 @@ from fastsam2.config import ObjectPrompt
 from fastsam2.models.factory import load_sam2
 from fastsam2.synthetic import first_frame_prompts, make_video
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
-from fastsam2.tracking.runtime import ComponentTimer, autocast_dtype, resolve_precision
+from fastsam2.tracking.instrument import ComponentTimer
+from fastsam2.tracking.runtime import autocast_dtype, resolve_precision
 from fastsam2.tracking.streaming import StreamingTracker
 
 #: bf16 vs fp32 on CPU, random weights, 128 px, keep 0.3: mask IoU per frame and |score| gap.
@@ -94,6 +95,21 @@ def test_event_timer_reads_once_per_frame(monkeypatch):
     assert _EventDouble.waits == 1
 
 
+def test_one_batched_call_gives_each_frame_an_equal_share():
+    """Lockstep: one encoder call serves several videos' frames; each frame's stats get a share."""
+
+    class _Fixed(_EventDouble):
+        def elapsed_time(self, other) -> float:
+            return 30.0
+
+    timer = ComponentTimer("cpu", event_factory=_Fixed)
+    a, b, c = {"ms_image_encoder": 1.0}, {}, {}
+    with timer.time([a, b, c], "ms_image_encoder"):
+        pass
+    timer.flush()
+    assert (a["ms_image_encoder"], b["ms_image_encoder"], c["ms_image_encoder"]) == (11.0, 10.0, 10.0)
+
+
 def test_cpu_timer_is_immediate():
     timer = ComponentTimer("cpu", profile=True)
     stats: dict = {}
@@ -103,8 +119,8 @@ def test_cpu_timer_is_immediate():
 
 
 def test_cuda_paths_import_on_cpu():
-    code = ("import torch; from fastsam2.tracking import runtime, pruned_predictor, factory; "
-            "t = runtime.ComponentTimer('cuda'); assert t.uses_events; "
+    code = ("import torch; from fastsam2.tracking import instrument, runtime, pruned_predictor, factory; "
+            "t = instrument.ComponentTimer('cuda'); assert t.uses_events; "
             "print(runtime.resolve_precision('auto', 'cuda'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

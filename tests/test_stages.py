@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastsam2.config import JobConfig, VideoTask
+from fastsam2.config import JobConfig, ObjectPrompt, VideoTask
 from fastsam2.output import from_ipc
 from fastsam2.stages import ProposeStage, TrackStage, _rows
 from fastsam2.synthetic import make_video, write_frames
@@ -70,3 +70,31 @@ def test_gpu_plan_fits_one_gpu_and_uses_whole_ones_on_big_clusters():
     assert set(gpu_plan(cfg, stages, cluster_gpus=0).values()) == {0.0}
     pinned = JobConfig(inputs=["x"], output="o", resources={"track": {"num_gpus": 0.5}})
     assert gpu_plan(pinned, ["track"], cluster_gpus=8) == {"track": 0.5}
+
+
+def test_track_stage_runs_videos_in_lockstep_and_fails_them_alone(tmp_path):
+    """--videos-per-actor 2: good videos of different lengths come back in batch order with
+    their rows; a video whose prompt is off the frame and one that failed upstream are
+    errors/ rows of their own (RANDOM weights, 256 px)."""
+    tasks = []
+    for name, n in (("long", 3), ("short", 2)):
+        video = make_video(name, num_frames=n, height=64, width=80, seed=n)
+        tasks.append(VideoTask(video_id=name, uri=str(write_frames(video, tmp_path / name)), kind="frames",
+                               objects=[{"obj_id": 1, "point": [40.0, 32.0]}]))
+    off = tasks[1].model_copy(update={"video_id": "off", "objects": [ObjectPrompt(obj_id=1, point=[500.0, 32.0])]})
+    upstream = tasks[0].model_copy(update={"video_id": "upstream", "error": {
+        "video_id": "upstream", "uri": tasks[0].uri, "stage": "propose", "error_type": "E", "message": "m"}})
+    cfg = JobConfig(inputs=[str(tmp_path)], output=str(tmp_path / "out"), videos_per_actor=2,
+                    model={"image_size": 256, "device": "cpu", "random_weights": True},
+                    pruning={"keep_ratio": 0.3, "semantic": "none"})
+    assert cfg.resource("track").batch_size == 2  # an actor's batch holds its lockstep videos
+
+    out = TrackStage(cfg.model_dump_json())(_rows([tasks[0], off, upstream, tasks[1]]))
+    assert list(out["video_id"]) == ["long", "off", "upstream", "short"]
+    assert list(out["status"]) == ["ok", "error", "error", "ok"]
+    assert from_ipc(out["payload"][1]["errors"]).to_pylist()[0]["error_type"] == "PromptError"
+    for i, n in ((0, 3), (3, 2)):
+        frames = from_ipc(out["payload"][i]["frames"]).to_pylist()
+        assert [f["frame_idx"] for f in frames] == list(range(n))
+        assert all(f["encoder_calls"] == 1 for f in frames)
+        assert from_ipc(out["payload"][i]["masks"]).num_rows == n

@@ -79,6 +79,7 @@ def job_options(fn):
         click.option("--storage-options", help="JSON of fsspec/s3fs options, e.g. '{\"anon\": false}'."),
         click.option("--track-gpus", type=float, help="GPUs per SAM2 actor (fractional allowed)."),
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
+        click.option("--videos-per-actor", type=int, help="Videos each SAM2 actor tracks in lockstep, one batched image-encoder call per step (e.g. 4 on a GPU; raises the track batch size to match)."),
         click.option("--resource", "resource_overrides", multiple=True, metavar="STAGE.FIELD=VALUE",
                      help="Per-stage resources, repeatable: e.g. propose.num_gpus=0.25, track.max_actors=8, "
                           f"caption.batch_size=16 (stages: {', '.join(s.name for s in STAGES)})."),
@@ -136,6 +137,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "bidirectional": ("prompts", "bidirectional"),
     "track_gpus": ("resources", "track", "num_gpus"),
     "track_actors": ("resources", "track", "max_actors"),
+    "videos_per_actor": ("videos_per_actor",),
 }
 
 def _config_default(path: tuple[str, ...]) -> str:

@@ -11,13 +11,12 @@ import logging
 
 from fastsam2.config import JobConfig
 from fastsam2.models.factory import ModelBundle, load_sam2
+from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
 from fastsam2.tracking.router import Router, build_router
 from fastsam2.tracking.sparse_encoder import EncoderSparsityConfig
 from fastsam2.tracking.streaming import StreamingTracker
 
 log = logging.getLogger(__name__)
-
-PRUNED_PREDICTOR = "fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor"
 
 
 def build_router_for(cfg: JobConfig, device) -> Router | None:
@@ -46,7 +45,7 @@ def load_tracker_sam2(cfg: JobConfig) -> ModelBundle:
     """The SAM2 bundle ``cfg.model`` names, built as our pruned predictor class."""
     m = cfg.model
     return load_sam2(m.sam2_config, m.sam2_checkpoint, image_size=m.image_size, device=m.device,
-                     random_weights=m.random_weights, predictor_target=PRUNED_PREDICTOR,
+                     random_weights=m.random_weights, predictor_target=PREDICTOR_TARGET,
                      storage_options=cfg.storage_options)
 
 

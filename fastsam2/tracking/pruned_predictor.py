@@ -22,27 +22,43 @@ so it loads exactly the stock weights. Per frame and object:
    evicting that dict evicts its memory.
 
 With ``keep_ratio=1.0`` (the default) every step is sam2's own code and the
-outputs are bit-identical to the stock predictor; the only addition is timers
-around the components (``inference_state["fastsam2_stats"]``).
+outputs are bit-identical to the stock predictor; the only additions are the
+run's precision (autocast, :mod:`fastsam2.tracking.runtime`) and timers around
+the components (``inference_state[STATS_KEY]``, :mod:`fastsam2.tracking.instrument`).
+The pruned memory-conditioning step itself lives in
+:mod:`fastsam2.tracking.memory_conditioning`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sam2.modeling.sam2_utils import get_1d_sine_pe, select_closest_cond_frames
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 from torch import Tensor
 
-from fastsam2.schema import COMPONENTS
+from fastsam2.tracking.instrument import (
+    ENCODER_CALLS,
+    STATS_KEY,
+    ComponentTimer,
+    count_tokens,
+    frame_stats,
+    timed,
+)
 from fastsam2.tracking.memory_bank import INDICES_KEY
+from fastsam2.tracking.memory_conditioning import (
+    ConditioningRequest,
+    condition,
+    condition_streams,
+    prepare_conditioning,
+)
 from fastsam2.tracking.router import Router, RouterConfig
-from fastsam2.tracking.runtime import ComponentTimer, autocast_context, compile_modules, enable_tf32, resolve_precision
+from fastsam2.tracking.runtime import autocast_context, compile_modules, enable_tf32, resolve_precision
 from fastsam2.tracking.signals import capture_encoder_taps, prior_from_masks
 from fastsam2.tracking.sparse_encoder import (
     ENCODER_CACHE_KEY,
@@ -51,97 +67,42 @@ from fastsam2.tracking.sparse_encoder import (
     SparseHieraEncoder,
     sam_forward_image,
 )
-from fastsam2.tracking.subset_attention import memory_attention_subset
 
 log = logging.getLogger(__name__)
 
-#: Keys this module adds to a sam2 inference state.
-STATS_KEY = "fastsam2_stats"  # {frame_idx: {"ms_<component>": float, "tokens_kept": int, ...}}
+#: Keys this module adds to a sam2 inference state (besides ``instrument.STATS_KEY``).
 ROUTER_CACHE_KEY = "fastsam2_router"  # per-video router cache (uncertainty, keyframe semantics)
 TEXT_KEY = "fastsam2_text"  # the video's text phrase (or None)
 OBJECT_TEXT_KEY = "fastsam2_object_text"  # {obj_id: phrase}: an object's own text, over the video's
-#: Key added to per-frame output dicts: flat indices of the stored memory tokens (None = dense).
-
-PREDICTOR_TARGET = "fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor"
 
 
-def empty_frame_stats() -> dict[str, float | int]:
-    """A zeroed per-frame stats record (component times accumulate over objects)."""
-    stats: dict[str, float | int] = {f"ms_{c}": 0.0 for c in COMPONENTS}
-    stats.update(tokens_kept=0, tokens_total=0, tokens_prior=0)
-    return stats
+def _batch_rows(backbone_out: dict[str, Any], i: int) -> dict[str, Any]:
+    """Row ``i`` of a batched ``forward_image`` output (tensors and lists of tensors)."""
+    return {
+        key: [x[i:i + 1] for x in value] if isinstance(value, list)
+        else value[i:i + 1] if isinstance(value, Tensor) else value
+        for key, value in backbone_out.items()
+    }
 
 
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of CPU flash SDPA, which ``torch.utils.flop_counter`` does not count by default."""
-    from torch.utils.flop_counter import sdpa_flop_count
+class _PerThread:
+    """An attribute with one value per thread: the lockstep engine steps videos on worker
+    threads (one at a time, switching where they wait for the batched attention), and
+    each keeps its own call-in-progress state."""
 
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(obj.__dict__.get("_fastsam2_per_thread"), self.name, None)
 
-def _mv_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of a matrix-vector product (the closed-form uncertainty uses one)."""
-    return 2 * a_shape[0] * a_shape[1]
-
-
-class _GlobalOnly:
-    """Stands in for ``FlopCounterMode``'s module tracker: totals only.
-
-    The tracker hooks every module call to attribute FLOPs per module and, on
-    inputs that require grad, registers autograd hooks, which fails inside
-    SAM2's inference-mode preflight; the predictor only needs totals.
-    """
-
-    parents = ("Global",)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class _CountingFlops:
-    """``FlopCounterMode`` with ``nn.MultiheadAttention``'s fused inference fast path off.
-
-    The fast path runs as one native op the counter has no formula for, so CLIP's
-    attention blocks would count as MLPs only (a third low on ViT-B/16); with it
-    off, MHA runs as projections plus SDPA, which are counted.
-    """
-
-    def __init__(self, counter) -> None:
-        self.counter = counter
-        self._saved: bool | None = None
-
-    def get_total_flops(self) -> int:
-        return self.counter.get_total_flops()
-
-    def __enter__(self):
-        self._saved = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        self.counter.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            return self.counter.__exit__(*exc)
-        finally:
-            torch.backends.mha.set_fastpath_enabled(bool(self._saved))
-
-
-def flop_counter() -> _CountingFlops:
-    """A FLOP counter (context manager with ``get_total_flops()``) that also counts CPU
-    attention, matrix-vector products and ``nn.MultiheadAttention`` (fast path off
-    while counting), besides torch's own matmul and convolution formulas."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    mapping = {torch.ops.aten.mv: _mv_flops}
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is not None:
-        mapping[op] = _sdpa_cpu_flops
-    counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    counter.mod_tracker = _GlobalOnly()
-    return _CountingFlops(counter)
+    def __set__(self, obj: Any, value: Any) -> None:
+        local = obj.__dict__.get("_fastsam2_per_thread")
+        if local is None:
+            local = obj.__dict__["_fastsam2_per_thread"] = threading.local()
+        setattr(local, self.name, value)
 
 
 @dataclass
@@ -158,9 +119,14 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     """``SAM2VideoPredictor`` whose memory attention runs on router-selected tokens.
 
     Configure after building with :meth:`configure_pruning`; set a video's text
-    with :meth:`set_video_text`. Not thread-safe (one video at a time per
-    instance, like the stock predictor).
+    with :meth:`set_video_text`. Several videos share one instance only through
+    :mod:`fastsam2.tracking.lockstep`, which runs one thread at a time; it is not
+    safe for concurrent use.
     """
+
+    _ctx = _PerThread()  # the frame inference in progress
+    _taps = _PerThread()  # router taps of the encoder call in progress
+    _encoding = _PerThread()  # the frame the image encoder is running on
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -176,6 +142,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self.precision: str = "fp32"  # configure_runtime
         self.profile: bool = False
         self._timer: ComponentTimer | None = None
+        #: Set by the lockstep engine while it steps streams together (fastsam2.tracking.lockstep).
+        self.attention_batcher: Any = None
 
     # ---- public configuration ---------------------------------------------------------------
     def configure_pruning(
@@ -200,10 +168,6 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
         if router is None and (keep_ratio < 1.0 or subset_at_full_keep):
             router = Router(RouterConfig(semantic="none"))
-        expected = router.meta.get("sam2_config") if router is not None else None
-        mine = getattr(self, "config_name", None)
-        if expected and mine and expected != mine:
-            log.warning("router weights were trained on %s, this predictor is %s", expected, mine)
         self.keep_ratio = float(keep_ratio)
         self.router = router
         self.collect_stats = collect_stats
@@ -276,33 +240,19 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         return state
 
     # ---- stats -----------------------------------------------------------------------------
-    def _frame_stats(self, inference_state: dict[str, Any], frame_idx: int) -> dict[str, Any]:
-        per_frame = inference_state.setdefault(STATS_KEY, {})
-        if frame_idx not in per_frame:
-            per_frame[frame_idx] = empty_frame_stats()
-        return per_frame[frame_idx]
-
     @contextmanager
     def _timed(self, component: str, ctx: _FrameCtx | None = None) -> Iterator[None]:
         ctx = ctx or self._ctx
         if ctx is None or not self.collect_stats:
             yield
             return
-        stats = self._frame_stats(ctx.inference_state, ctx.frame_idx)
-        counter = flop_counter() if self.count_flops else nullcontext()
-        with self.timer.time(stats, f"ms_{component}"), counter:
+        with timed(self.timer, frame_stats(ctx.inference_state, ctx.frame_idx), component, self.count_flops):
             yield
-        if self.count_flops:
-            key = f"gflops_{component}"
-            stats[key] = stats.get(key, 0.0) + counter.get_total_flops() / 1e9
 
     def _count_tokens(self, ctx: _FrameCtx | None, kept: int, total: int, prior: int = 0) -> None:
         if ctx is None or not self.collect_stats:
             return
-        stats = self._frame_stats(ctx.inference_state, ctx.frame_idx)
-        stats["tokens_kept"] += int(kept)
-        stats["tokens_total"] += int(total)
-        stats["tokens_prior"] += int(prior)
+        count_tokens(frame_stats(ctx.inference_state, ctx.frame_idx), kept, total, prior)
 
     # ---- image encoder: timer + router taps --------------------------------------------------
     def forward_image(self, img_batch: Tensor):
@@ -322,27 +272,76 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         return out
 
     def _get_image_feature(self, inference_state, frame_idx, batch_size):
-        if frame_idx in inference_state["cached_features"]:
-            return super()._get_image_feature(inference_state, frame_idx, batch_size)
-        ctx = _FrameCtx(inference_state, frame_idx)
+        if frame_idx not in inference_state["cached_features"]:
+            self.encode_frames([(inference_state, frame_idx)])
+        return super()._get_image_feature(inference_state, frame_idx, batch_size)
+
+    @property
+    def batches_encoder(self) -> bool:
+        """Whether frames of several videos can share one image-encoder call: not with the
+        sparse encoder (its activation cache is per video) nor with sampled MC-dropout
+        uncertainty (its random stream would differ from one-video-at-a-time)."""
+        router = self.router if self.pruning_active else None
+        return self.sparse_encoder is None and not (router is not None and router.config.uncertainty == "mc")
+
+    @torch.inference_mode()
+    def encode_frames(self, frames: Sequence[tuple[dict[str, Any], int]], *, ahead: bool = False) -> None:
+        """Encode frame ``t`` of each ``(inference_state, t)`` in one image-encoder call and
+        cache it in that state, where sam2's ``_get_image_feature`` finds it.
+
+        This is sam2's own cache miss (same input tensor, ``forward_image``, one cached
+        frame per video) with the batch dimension spanning videos: every video's frame
+        gets the rows of its own image (all videos of one predictor share the image
+        size). The router's uncertainty comes from the same call's taps. ``ahead``
+        (frames encoded before their video asks for them, by the lockstep engine) keeps
+        the frame before ``t`` cached too, in case the video reads it once more (objects
+        added on that frame). Stats: each frame counts one encoder call and an equal
+        share of the call's time. Falls back to one call per video when
+        :attr:`batches_encoder` is false.
+        """
+        frames = list(frames)
+        if len(frames) > 1 and not self.batches_encoder:
+            for frame in frames:
+                self.encode_frames([frame], ahead=ahead)
+            return
+        images = [state["images"][t].to(state["device"]).float().unsqueeze(0) for state, t in frames]
+        stats = [frame_stats(state, t) for state, t in frames]
+        for s in stats:
+            s[ENCODER_CALLS] = s.get(ENCODER_CALLS, 0) + 1  # shared by all objects: must stay 1
         self._taps = None
-        stats = self._frame_stats(inference_state, frame_idx)
-        stats["encoder_calls"] = stats.get("encoder_calls", 0) + 1  # shared by all objects: must stay 1
-        self._encoding = ctx
+        self._encoding = _FrameCtx(*frames[0]) if len(frames) == 1 else None
         try:
-            with self._autocast(), self._timed("image_encoder", ctx):
-                features = super()._get_image_feature(inference_state, frame_idx, batch_size)
+            with self._autocast(), self._timed_shares("image_encoder", stats):
+                backbone_out = self.forward_image(images[0] if len(images) == 1 else torch.cat(images))
         finally:
             self._encoding = None
         taps, self._taps = self._taps, None
+        unc = None
         if taps is not None and self.router is not None:
-            with self._timed("router", ctx):
+            with self._timed_shares("router", stats):
                 grid = (self.sam_image_embedding_size, self.sam_image_embedding_size)
                 unc = self.router.uncertainty_from_taps(taps, self.image_encoder.trunk, grid)
-            if unc is not None:
-                cache = inference_state.setdefault(ROUTER_CACHE_KEY, {})
-                cache["uncertainty"] = {frame_idx: unc[:1]}  # same for every object: keep one row
-        return features
+        for i, (state, t) in enumerate(frames):
+            own = backbone_out if len(frames) == 1 else _batch_rows(backbone_out, i)
+            kept = {t - 1: state["cached_features"][t - 1]} if ahead and t - 1 in state["cached_features"] else {}
+            state["cached_features"] = {**kept, t: (images[i], own)}
+            if unc is not None:  # same for every object: keep one row
+                state.setdefault(ROUTER_CACHE_KEY, {})["uncertainty"] = {t: unc[i:i + 1]}
+
+    @torch.inference_mode()
+    def condition_streams(self, requests: list[ConditioningRequest]) -> list[Tensor]:
+        """Pruned memory conditioning of several streams (videos x objects), batched where
+        shapes allow (:func:`~fastsam2.tracking.memory_conditioning.condition_streams`),
+        under the run's precision; each stream's frame gets a share of the time."""
+        stats = [r.stats for r in requests if r.stats is not None]
+        with self._autocast(), self._timed_shares("memory_attention", stats):
+            return condition_streams(self, requests)
+
+    def _timed_shares(self, component: str, stats: list[dict[str, Any]]):
+        """Time one call that serves several frames (each gets an equal share)."""
+        if not self.collect_stats or not stats:
+            return nullcontext()
+        return timed(self.timer, stats, component, self.count_flops)
 
     # ---- sparse image encoder (opt-in) ---------------------------------------------------------
     def _forward_image_sparse(self, img_batch: Tensor, ctx: _FrameCtx):
@@ -359,7 +358,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         backbone_out, taps, enc = self.sparse_encoder.encode(img_batch, cache, prior, tap_blocks)
         self._taps = taps if tap_blocks else None
         if self.collect_stats:
-            stats = self._frame_stats(state, ctx.frame_idx)
+            stats = frame_stats(state, ctx.frame_idx)
             stats["encoder_tokens_recomputed"] = stats.get("encoder_tokens_recomputed", 0) + enc.tokens_recomputed
             stats["encoder_tokens_total"] = stats.get("encoder_tokens_total", 0) + enc.tokens_total
             stats["encoder_full"] = int(enc.full)
@@ -570,121 +569,23 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         else:  # dense queries against memory that was stored pruned
             kept, n_prior = torch.arange(H * W, device=feats.device), 0
         with self._timed("memory_attention"):
-            pix = self._pruned_memory_conditioning(
-                frame_idx, feats, current_vision_pos_embeds[-1], (H, W), output_dict, num_frames,
+            req = prepare_conditioning(
+                self, frame_idx, feats, current_vision_pos_embeds[-1], (H, W), output_dict, num_frames,
                 track_in_reverse, kept,
             )
+        batcher = self.attention_batcher
+        if batcher is not None and batcher.accepts():
+            # Stepped in lockstep: wait for one attention call over every stream of the round.
+            req.stats = frame_stats(ctx.inference_state, ctx.frame_idx) if ctx and self.collect_stats else None
+            pix = batcher.submit(req)
+        else:
+            with self._timed("memory_attention"):
+                pix = condition(self, req)
         if ctx is not None:
             ctx.kept = kept
         self._count_tokens(ctx, kept.numel() * B, H * W * B, n_prior * B)
         return pix
 
-    # ---- the pruned memory-conditioning step --------------------------------------------------
-    def _memory_frames(self, frame_idx: int, output_dict, track_in_reverse: bool):
-        """Which memory frames to attend to, with their temporal position (as in stock SAM2)."""
-        cond_outputs = output_dict["cond_frame_outputs"]
-        assert len(cond_outputs) > 0
-        selected, unselected = select_closest_cond_frames(frame_idx, cond_outputs, self.max_cond_frames_in_attn)
-        t_pos_and_prevs = [(0, out) for out in selected.values()]
-        stride = 1 if self.training else self.memory_temporal_stride_for_eval
-        for t_pos in range(1, self.num_maskmem):
-            t_rel = self.num_maskmem - t_pos
-            if t_rel == 1:
-                prev_frame_idx = frame_idx + t_rel if track_in_reverse else frame_idx - t_rel
-            elif not track_in_reverse:
-                prev_frame_idx = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
-            else:
-                prev_frame_idx = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
-            out = output_dict["non_cond_frame_outputs"].get(prev_frame_idx, None)
-            if out is None:
-                out = unselected.get(prev_frame_idx, None)
-            t_pos_and_prevs.append((t_pos, out))
-        return t_pos_and_prevs, selected, unselected
 
-    def _object_pointers(self, frame_idx, output_dict, num_frames, track_in_reverse, selected, unselected,
-                         B, device):
-        """Object-pointer tokens and their position embeddings (as in stock SAM2)."""
-        C = self.hidden_dim
-        max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
-        if not self.training and self.only_obj_ptrs_in_the_past_for_eval:
-            ptr_cond = {t: o for t, o in selected.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)}
-        else:
-            ptr_cond = selected
-        sign = -1 if track_in_reverse else 1
-        pos_and_ptrs = [
-            ((frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), o["obj_ptr"])
-            for t, o in ptr_cond.items()
-        ]
-        for t_diff in range(1, max_ptrs):
-            t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
-            if t < 0 or (num_frames is not None and t >= num_frames):
-                break
-            o = output_dict["non_cond_frame_outputs"].get(t, unselected.get(t, None))
-            if o is not None:
-                pos_and_ptrs.append((t_diff, o["obj_ptr"]))
-        if not pos_and_ptrs:
-            return None, None
-        pos_list, ptrs_list = zip(*pos_and_ptrs, strict=True)
-        obj_ptrs = torch.stack(ptrs_list, dim=0)
-        if self.add_tpos_enc_to_obj_ptrs:
-            t_diff_max = max_ptrs - 1
-            tpos_dim = C if self.proj_tpos_enc_in_obj_ptrs else self.mem_dim
-            obj_pos = torch.tensor(pos_list).to(device=device, non_blocking=True)
-            obj_pos = get_1d_sine_pe(obj_pos / t_diff_max, dim=tpos_dim)
-            obj_pos = self.obj_ptr_tpos_proj(obj_pos)
-            obj_pos = obj_pos.unsqueeze(1).expand(-1, B, self.mem_dim)
-        else:
-            obj_pos = obj_ptrs.new_zeros(len(pos_list), B, self.mem_dim)
-        if self.mem_dim < C:
-            obj_ptrs = obj_ptrs.reshape(-1, B, C // self.mem_dim, self.mem_dim)
-            obj_ptrs = obj_ptrs.permute(0, 2, 1, 3).flatten(0, 1)
-            obj_pos = obj_pos.repeat_interleave(C // self.mem_dim, dim=0)
-        return obj_ptrs, obj_pos
-
-    def _pruned_memory_conditioning(self, frame_idx, feats, pos, grid, output_dict, num_frames,
-                                    track_in_reverse, kept: Tensor) -> Tensor:
-        """Memory attention on ``kept`` current tokens vs. each memory frame's kept tokens."""
-        H, W = grid
-        HW, B, C = feats.shape
-        device = feats.device
-        t_pos_and_prevs, selected, unselected = self._memory_frames(frame_idx, output_dict, track_in_reverse)
-        memory, memory_pos, memory_idx = [], [], []
-        for t_pos, prev in t_pos_and_prevs:
-            if prev is None:
-                continue
-            m = prev["maskmem_features"].to(device, non_blocking=True)
-            memory.append(m.flatten(2).permute(2, 0, 1))
-            enc = prev["maskmem_pos_enc"][-1].to(device).flatten(2)
-            m_idx = prev.get(INDICES_KEY)
-            if m_idx is not None:
-                m_idx = m_idx.to(device=device, dtype=torch.long)
-                enc = enc.index_select(2, m_idx)
-            enc = enc.permute(2, 0, 1) + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1]
-            memory_pos.append(enc)
-            memory_idx.append(m_idx)
-        num_ptr = 0
-        if self.use_obj_ptrs_in_encoder:
-            ptrs, ptr_pos = self._object_pointers(
-                frame_idx, output_dict, num_frames, track_in_reverse, selected, unselected, B, device
-            )
-            if ptrs is not None:
-                memory.append(ptrs)
-                memory_pos.append(ptr_pos)
-                num_ptr = ptrs.shape[0]
-        memory_t = torch.cat(memory, dim=0)
-        memory_pos_t = torch.cat(memory_pos, dim=0)
-
-        dense = kept.numel() == HW
-        if dense:
-            curr, curr_pos, curr_idx = feats, pos, None
-        else:
-            kept = kept.to(device)
-            curr, curr_pos, curr_idx = feats.index_select(0, kept), pos.index_select(0, kept), kept
-        out = memory_attention_subset(
-            self.memory_attention, curr, curr_pos, memory_t, memory_pos_t, curr_idx, memory_idx, grid, num_ptr
-        )
-        if not dense:
-            # Pruned positions get what SAM2 feeds the decoder on memory-less frames.
-            full = (feats + self.no_mem_embed).to(out.dtype)
-            out = full.index_copy(0, kept, out)
-        return out.permute(1, 2, 0).view(B, C, H, W)
+#: The ``predictor_target`` that builds this predictor with sam2's loader (the one name for it).
+PREDICTOR_TARGET = f"{PrunedSAM2VideoPredictor.__module__}.{PrunedSAM2VideoPredictor.__qualname__}"

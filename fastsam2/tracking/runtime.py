@@ -1,16 +1,14 @@
-"""How a tracker runs on its device: numeric precision, component timers, compile.
+"""How a tracker runs on its device: numeric precision and compile.
 
-One home for the three device-facing decisions of the tracking engine, so the
-predictor only asks "give me the autocast context" and "time this component":
+One home for the device-facing decisions of the tracking engine, so the
+predictor only asks "give me the autocast context":
 
 - **precision** (``auto|fp32|bf16|fp16``): ``auto`` is bf16 autocast with TF32
   matmuls on CUDA (as SAM2's own README runs video prediction) and plain fp32 on
   CPU. :func:`autocast_context` is the one autocast used around tracking.
-- **timers**: on CUDA, per-component times come from CUDA events recorded around
-  each component and read once per frame (:meth:`ComponentTimer.flush`), so timing
-  never stalls the device between components. ``profile=True`` restores exact,
-  synchronised timings (a ``synchronize()`` before and after every component) for
-  diagnosis. On CPU both are ``perf_counter`` spans, as before.
+- **timers** live with the rest of the instrumentation in
+  :mod:`fastsam2.tracking.instrument` (``ComponentTimer``: CUDA events read once per
+  frame, or exact synchronised spans with ``profile=True``).
 - **compile**: :func:`compile_modules` wraps the image encoder's and memory
   attention's ``forward`` in ``torch.compile`` with static shapes (pruning keeps
   the token count fixed per frame, so shapes do not change between frames).
@@ -21,9 +19,7 @@ the device is CUDA.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
@@ -64,65 +60,6 @@ def enable_tf32(precision: str, device: torch.device | str) -> bool:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     return True
-
-
-class ComponentTimer:
-    """Accumulates per-component milliseconds into per-frame stats dicts.
-
-    ``time(stats, key)`` is a context manager around one component. Modes:
-
-    - CPU: ``perf_counter`` around the block (exact: CPU work is synchronous).
-    - CUDA, ``profile=False`` (default): a start and an end CUDA event are
-      recorded around the block and kept pending; :meth:`flush` (once per frame)
-      waits for the last one and adds every pending ``elapsed_time``. No
-      ``synchronize()`` between components, so kernels queue back to back.
-    - CUDA, ``profile=True``: ``synchronize()`` before and after each block and
-      ``perf_counter`` between (the exact, stalling timings, for diagnosis).
-
-    ``event_factory`` makes the events (``torch.cuda.Event(enable_timing=True)``
-    by default); tests on CPU pass a stand-in with the same three methods.
-    """
-
-    def __init__(self, device: torch.device | str, profile: bool = False,
-                 event_factory: Callable[[], Any] | None = None) -> None:
-        self.device = torch.device(device)
-        self.profile = profile
-        self.uses_events = (self.device.type == "cuda" or event_factory is not None) and not profile
-        self._event_factory = event_factory or (lambda: torch.cuda.Event(enable_timing=True))
-        self._pending: list[tuple[dict, str, Any, Any]] = []
-
-    @property
-    def pending(self) -> int:
-        """Spans recorded but not yet read (CUDA events mode)."""
-        return len(self._pending)
-
-    @contextmanager
-    def time(self, stats: dict, key: str) -> Iterator[None]:
-        if self.uses_events:
-            start = self._event_factory()
-            start.record()
-            yield
-            end = self._event_factory()
-            end.record()
-            self._pending.append((stats, key, start, end))
-            return
-        sync = self.profile and self.device.type == "cuda"
-        if sync:
-            torch.cuda.synchronize(self.device)
-        t0 = time.perf_counter()
-        yield
-        if sync:
-            torch.cuda.synchronize(self.device)
-        stats[key] = stats.get(key, 0.0) + (time.perf_counter() - t0) * 1000.0
-
-    def flush(self) -> None:
-        """Read every pending span into its stats (one wait, on the newest event)."""
-        if not self._pending:
-            return
-        self._pending[-1][3].synchronize()
-        for stats, key, start, end in self._pending:
-            stats[key] = stats.get(key, 0.0) + float(start.elapsed_time(end))
-        self._pending.clear()
 
 
 def compile_modules(predictor: Any, mode: str | None = None, backend: str = "inductor") -> list[str]:

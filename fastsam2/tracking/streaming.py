@@ -22,6 +22,7 @@ import torch
 from fastsam2.config import ObjectPrompt
 from fastsam2.prefetch import Prefetcher
 from fastsam2.preprocess import preprocess_frame
+from fastsam2.tracking.instrument import MS_PREFIX, STATS_KEY
 from fastsam2.tracking.memory_bank import evict_unreachable, frame_entry_bytes, memory_bank_bytes, process_memory_bytes
 
 
@@ -163,6 +164,26 @@ def _scores(probs: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
     return ((probs.flatten(1) * inside).sum(1) / total).float().cpu().numpy()
 
 
+@dataclass
+class TrackSession:
+    """The video a :meth:`StreamingTracker.track` generator is tracking, seen from outside.
+
+    While the generator is suspended after yielding a frame, ``next_frame`` is the frame
+    its next step tracks (None: none, or not known), so a scheduler
+    (:mod:`fastsam2.tracking.lockstep`) can encode that frame beforehand, batched with
+    other videos' frames, into ``state``. Time such a scheduler spends for this video
+    goes into ``pending_ms`` and is added to the next frame's ``ms_total``.
+    """
+
+    state: dict
+    next_frame: int | None = None
+    pending_ms: float = 0.0
+
+    def take_ms(self) -> float:
+        ms, self.pending_ms = self.pending_ms, 0.0
+        return ms
+
+
 class StreamingTracker:
     """Runs one predictor over streamed videos, one video at a time, memory bounded."""
 
@@ -170,6 +191,12 @@ class StreamingTracker:
         self.predictor = predictor
         self.offload_state_to_cpu = offload_state_to_cpu
         self.bounded_memory = bounded_memory
+        self.session: TrackSession | None = None  # the video being tracked (between frames)
+
+    def view(self) -> StreamingTracker:
+        """Another tracker over the same predictor, with a session of its own (one per video
+        tracked in lockstep; the predictor's weights are shared, not copied)."""
+        return StreamingTracker(self.predictor, self.offload_state_to_cpu, self.bounded_memory)
 
     @torch.inference_mode()
     def track(
@@ -202,6 +229,7 @@ class StreamingTracker:
         images = StreamedFrames(prefetched_frames(frames, p.image_size), num_frames, p.image_size)
         t0 = time.perf_counter()
         state = new_inference_state(p, images, height, width, self.offload_state_to_cpu, first_frame=start)
+        session = self.session = TrackSession(state)
         if hasattr(p, "set_video_text"):
             p.set_video_text(state, text)
         for obj in objects:
@@ -234,24 +262,26 @@ class StreamingTracker:
                 bank = memory_bank_bytes(state, include_masks=False)
                 peak = max(peak, process_memory_bytes(device))
                 now = time.perf_counter()
-                per_frame = state.get("fastsam2_stats", {})
+                per_frame = state.get(STATS_KEY, {})
                 stats = dict(per_frame.pop(frame_idx, {}) or {})
                 for late in [t for t in per_frame if t < frame_idx]:  # e.g. a new object's memory, encoded on resume
                     for key, value in per_frame.pop(late).items():
-                        if key.startswith("ms_") and isinstance(value, (int, float)):
+                        if key.startswith(MS_PREFIX) and isinstance(value, (int, float)):
                             stats[key] = stats.get(key, 0.0) + value
+                session.next_frame = frame_idx + 1 if frame_idx + 1 < num_frames else None
                 yield FrameResult(
                     frame_idx=frame_idx,
                     obj_ids=list(obj_ids),
                     masks=masks_np,
                     scores=scores,
-                    ms_total=(now - t0) * 1000.0,
+                    ms_total=(now - t0) * 1000.0 + session.take_ms(),
                     stats=stats,
                     memory_bank_bytes=bank,
                     frame_bank_bytes=frame_bytes,
                     memory_bytes=peak,
                     new_objects=new,
                 )
+                session.next_frame = None
                 t0 = time.perf_counter()  # time spent by the consumer is not the tracker's
                 if resume_at is not None:
                     frames_iter.close()

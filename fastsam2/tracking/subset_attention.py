@@ -34,6 +34,7 @@ __all__ = [
     "gather_freqs",
     "rope_attention",
     "memory_attention_subset",
+    "memory_attention_streams",
 ]
 
 
@@ -59,13 +60,18 @@ def gather_freqs(freqs: Tensor, indices: Tensor | None) -> Tensor:
 
 
 def _rotate(x: Tensor, freqs: Tensor) -> Tensor:
-    """Apply RoPE to ``x`` [B, heads, N, d] with per-token ``freqs`` [N, d/2].
+    """Apply RoPE to ``x`` [B, heads, N, d] with per-token ``freqs`` [N, d/2], or with one
+    table per batch row, [B, N, d/2] (streams of different kept tokens batched together).
 
-    Uses sam2's own ``apply_rotary_enc`` (with ``x`` in the query slot and no
-    keys), so the arithmetic is the stock one.
+    One table: sam2's own ``apply_rotary_enc`` (with ``x`` in the query slot and no
+    keys). Per-row tables: the same complex product, broadcast over heads instead
+    (sam2's helper only broadcasts one table).
     """
     if x.shape[-2] == 0:
         return x
+    if freqs.dim() == 3:
+        x_c = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(x_c * freqs.to(x.device)[:, None]).flatten(3).type_as(x)
     out, _ = apply_rotary_enc(x, x[..., :0, :], freqs_cis=freqs.to(x.device))
     return out
 
@@ -82,16 +88,16 @@ def rope_attention(
     """``RoPEAttention.forward`` with explicit per-token frequencies.
 
     ``q`` [B, Nq, C], ``k``/``v`` [B, Nk, Ckv]; ``q_freqs`` [Nq, d/2] and
-    ``k_freqs`` [Nk - num_k_exclude_rope, d/2]. The last ``num_k_exclude_rope``
-    keys (object pointers) are not rotated.
+    ``k_freqs`` [Nk - num_k_exclude_rope, d/2] (or one table per batch row, with a
+    leading B). The last ``num_k_exclude_rope`` keys (object pointers) are not rotated.
     """
     q = attn._separate_heads(attn.q_proj(q), attn.num_heads)
     k = attn._separate_heads(attn.k_proj(k), attn.num_heads)
     v = attn._separate_heads(attn.v_proj(v), attn.num_heads)
 
     num_k_rope = k.size(-2) - num_k_exclude_rope
-    if k_freqs.shape[0] != num_k_rope:
-        raise ValueError(f"k_freqs has {k_freqs.shape[0]} rows for {num_k_rope} rotated keys")
+    if k_freqs.shape[-2] != num_k_rope:
+        raise ValueError(f"k_freqs has {k_freqs.shape[-2]} rows for {num_k_rope} rotated keys")
     q = _rotate(q, q_freqs)
     k_rot = _rotate(k[:, :, :num_k_rope], k_freqs)
     if num_k_exclude_rope > 0:
@@ -162,16 +168,54 @@ def memory_attention_subset(
 
     Returns the normed output for the kept tokens, [k, B, C] (sequence first).
     """
+    def tables(full: Tensor) -> tuple[Tensor, Tensor]:
+        return _stream_tables(full, curr_indices, memory_indices)
+
+    return _run_layers(memory_attention, curr, curr_pos, memory, memory_pos, grid, tables, num_obj_ptr_tokens)
+
+
+def memory_attention_streams(
+    memory_attention: MemoryAttention,
+    curr: Tensor,
+    curr_pos: Tensor,
+    memory: Tensor,
+    memory_pos: Tensor,
+    curr_indices: list[Tensor | None],
+    memory_indices: list[list[Tensor | None]],
+    grid: tuple[int, int],
+    num_obj_ptr_tokens: int = 0,
+) -> Tensor:
+    """:func:`memory_attention_subset` for S streams in one call, one stream per batch row.
+
+    Streams (videos x objects) keep different tokens, so each batch row gets its own
+    RoPE tables (``curr_indices[s]``, ``memory_indices[s]``); what must agree is the
+    shapes: the kept count ``k`` (all pruned streams of one keep ratio share it), the
+    memory length and the number of pointer tokens (group streams by them).
+    ``curr``/``curr_pos`` [k, S, C], ``memory``/``memory_pos`` [M, S, Cmem]; returns [k, S, C].
+    """
+    if not len(curr_indices) == len(memory_indices) == curr.shape[1]:
+        raise ValueError(f"{curr.shape[1]} streams but {len(curr_indices)} / {len(memory_indices)} index lists")
+
+    def tables(full: Tensor) -> tuple[Tensor, Tensor]:
+        per_stream = [_stream_tables(full, c, m) for c, m in zip(curr_indices, memory_indices, strict=True)]
+        return torch.stack([q for q, _ in per_stream]), torch.stack([k for _, k in per_stream])
+
+    return _run_layers(memory_attention, curr, curr_pos, memory, memory_pos, grid, tables, num_obj_ptr_tokens)
+
+
+def _stream_tables(full: Tensor, curr_indices: Tensor | None,
+                   memory_indices: list[Tensor | None]) -> tuple[Tensor, Tensor]:
+    """One stream's query and key RoPE tables, gathered from the full grid's."""
+    qf = gather_freqs(full, curr_indices)
+    parts = [full if idx is None else gather_freqs(full, idx) for idx in memory_indices]
+    return qf, torch.cat(parts, dim=0) if parts else full[:0]
+
+
+def _run_layers(memory_attention: MemoryAttention, curr: Tensor, curr_pos: Tensor, memory: Tensor,
+                memory_pos: Tensor, grid: tuple[int, int], tables_of, num_obj_ptr_tokens: int) -> Tensor:
+    """``MemoryAttention.forward`` with RoPE tables from ``tables_of(full grid table)``."""
     height, width = grid
     n_full = height * width
-
-    def _freq_tables(attn: RoPEAttention) -> tuple[Tensor, Tensor]:
-        full = full_grid_freqs(attn, height, width)
-        qf = gather_freqs(full, curr_indices)
-        parts = [full if idx is None else gather_freqs(full, idx) for idx in memory_indices]
-        kf = torch.cat(parts, dim=0) if parts else full[:0]
-        return qf, kf
-
     # Frequencies per distinct attention config (all layers share one in SAM2, but
     # do not assume it).
     cache: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -180,7 +224,7 @@ def memory_attention_subset(
         kw = getattr(attn.compute_cis, "keywords", {})
         key = (kw.get("dim"), kw.get("theta"), attn.freqs_cis.shape[0] == n_full)
         if key not in cache:
-            cache[key] = _freq_tables(attn)
+            cache[key] = tables_of(full_grid_freqs(attn, height, width))
         return cache[key]
 
     output = curr

@@ -1,0 +1,173 @@
+"""Several videos per tracker in lockstep equal tracking them one by one.
+
+SAM2.1 hiera-t with RANDOM weights at 256 px, fp32 on CPU (masks are meaningless,
+numerics are real). Videos have different lengths, so one ends mid-way and the
+next from the queue takes its place; one video's frames fail mid-way and it must
+fail alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastsam2.config import ObjectPrompt
+from fastsam2.models.factory import load_sam2
+from fastsam2.synthetic import first_frame_prompts, make_video
+from fastsam2.tracking import memory_conditioning
+from fastsam2.tracking.lockstep import run_lockstep
+from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
+from fastsam2.tracking.streaming import StreamingTracker
+
+H, W = 64, 80
+#: (name, frames, objects, frame at which decoding fails or None)
+VIDEOS = [("a", 4, 1, None), ("b", 2, 2, None), ("bad", 3, 1, 2), ("c", 3, 1, None)]
+FEATURE_TOL = 1e-5
+
+
+class DecodeError(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
+                     predictor_target=PREDICTOR_TARGET).model
+
+
+def _video(name: str, n: int, objects: int, fail_at: int | None):
+    video = make_video(name, num_frames=n, height=H, width=W, num_objects=objects, seed=len(name) * 7 + n)
+    prompts = [ObjectPrompt(obj_id=p["obj_id"], point=p["point"]) for p in first_frame_prompts(video)]
+
+    def frames():
+        for i, f in enumerate(video.frames):
+            if i == fail_at:
+                raise DecodeError(f"corrupt frame {i} of {name}")
+            yield f
+
+    return frames, n, prompts
+
+
+def _track(tracker: StreamingTracker, spec):
+    """One video's coroutine: per frame, its masks plus every object's memory and pointer."""
+    frames, n, prompts = _video(*spec)
+    records = []
+    for fr in tracker.track(frames(), n, H, W, prompts):
+        state = tracker.session.state
+        memory = {}
+        for obj_idx, out in state["output_dict_per_obj"].items():
+            entry = out["cond_frame_outputs"].get(fr.frame_idx) or out["non_cond_frame_outputs"][fr.frame_idx]
+            memory[obj_idx] = (entry["maskmem_features"].float().clone(), entry["obj_ptr"].float().clone())
+        records.append((fr.frame_idx, fr.masks.copy(), memory, fr.stats.get("encoder_calls")))
+        yield fr.frame_idx
+    return records
+
+
+def _one_by_one(predictor):
+    tracker = StreamingTracker(predictor)
+    out = {}
+    for spec in VIDEOS:
+        steps = _track(tracker, spec)
+        try:
+            while True:
+                next(steps)
+        except StopIteration as done:
+            out[spec[0]] = done.value
+        except DecodeError as exc:
+            out[spec[0]] = exc
+    return out
+
+
+def _lockstep(predictor, per_step: int):
+    jobs = [(spec[0], lambda view, spec=spec: _track(view, spec)) for spec in VIDEOS]
+    return dict(run_lockstep(StreamingTracker(predictor), jobs, videos_per_step=per_step))
+
+
+@pytest.mark.parametrize("keep", [0.3, 1.0])
+def test_lockstep_equals_one_by_one(predictor, keep):
+    predictor.configure_pruning(keep_ratio=keep)
+    reference = _one_by_one(predictor)
+
+    batch_sizes: list[int] = []
+    forward_image = predictor.forward_image
+
+    def counting(img_batch):
+        batch_sizes.append(img_batch.shape[0])
+        return forward_image(img_batch)
+
+    attention_streams: list[int] = []
+    streams_call = memory_conditioning.memory_attention_streams
+
+    def counting_streams(memory_attention, curr, *args):
+        attention_streams.append(curr.shape[1])
+        return streams_call(memory_attention, curr, *args)
+
+    predictor.forward_image = counting
+    memory_conditioning.memory_attention_streams = counting_streams
+    try:
+        batched = _lockstep(predictor, per_step=3)
+    finally:
+        del predictor.forward_image
+        memory_conditioning.memory_attention_streams = streams_call
+    if keep < 1.0:  # one attention call over the streams of a round (b has two objects)
+        assert max(attention_streams) >= 3, attention_streams
+    else:  # dense streams run sam2's own attention, one per stream (bit-identical to stock)
+        assert attention_streams == []
+    # a, b, bad start (their prompt frames: 1 each); frame 1 of all three in one call; b ends
+    # and c takes its slot (prompt frame: 1); frame 2 of a and frame 1 of c (bad's frame 2
+    # fails to decode: it ends alone); frame 3 of a with frame 2 of c.
+    assert batch_sizes == [1, 1, 1, 3, 1, 2, 2]
+    assert set(batched) == {spec[0] for spec in VIDEOS}
+
+    assert isinstance(batched["bad"], DecodeError) and isinstance(reference["bad"], DecodeError)
+    for name, n, objects, _ in (v for v in VIDEOS if v[3] is None):
+        ours, ref = batched[name], reference[name]
+        assert [r[0] for r in ours] == [r[0] for r in ref] == list(range(n))
+        for (t, masks, memory, calls), (_, ref_masks, ref_memory, ref_calls) in zip(ours, ref):
+            assert masks.shape[0] == objects
+            np.testing.assert_array_equal(masks, ref_masks, err_msg=f"{name} frame {t}")
+            assert calls == ref_calls == 1, f"{name} frame {t}: every frame is encoded exactly once"
+            for obj_idx, (feats, ptr) in memory.items():
+                ref_feats, ref_ptr = ref_memory[obj_idx]
+                assert feats.shape == ref_feats.shape
+                torch.testing.assert_close(feats, ref_feats, atol=FEATURE_TOL, rtol=0)
+                torch.testing.assert_close(ptr, ref_ptr, atol=FEATURE_TOL, rtol=0)
+
+
+def test_lockstep_rejects_zero_videos(predictor):
+    with pytest.raises(ValueError, match="videos_per_step must be at least 1"):
+        list(run_lockstep(StreamingTracker(predictor), [], videos_per_step=0))
+
+
+def _request(predictor, gen: torch.Generator, k: int, memory_frames: int, pointers: int):
+    """A stream's conditioning request with random tokens: ``memory_frames`` pruned frames of
+    ``k`` kept tokens each (their own indices) plus ``pointers`` object pointers."""
+    from fastsam2.tracking.memory_conditioning import ConditioningRequest, MemoryInputs
+
+    side = predictor.sam_image_embedding_size
+    n, C, Cm = side * side, predictor.hidden_dim, predictor.mem_dim
+    kept = torch.randperm(n, generator=gen)[:k].sort().values if k < n else torch.arange(n)
+    indices = [torch.randperm(n, generator=gen)[:k].sort().values for _ in range(memory_frames)]
+    m = memory_frames * k + 4 * pointers
+    memory = MemoryInputs(torch.randn(m, 1, Cm, generator=gen), torch.randn(m, 1, Cm, generator=gen),
+                          indices, 4 * pointers)
+    return ConditioningRequest(torch.randn(n, 1, C, generator=gen), torch.randn(n, 1, C, generator=gen),
+                               (side, side), kept, memory)
+
+
+def test_streams_attention_equals_each_stream_alone(predictor):
+    """Grouping by shape: two groups of different memory lengths, a dense stream and a stream
+    of its own; every row's RoPE tables are its own (kept tokens differ per stream)."""
+    from fastsam2.tracking.memory_conditioning import condition, condition_streams
+
+    gen = torch.Generator().manual_seed(0)
+    n = predictor.sam_image_embedding_size ** 2
+    k = round(0.3 * n)
+    shapes = [(k, 2, 3), (k, 2, 3), (k, 3, 3), (k, 2, 3), (k, 3, 3), (n, 1, 2), (k, 1, 1)]
+    requests = [_request(predictor, gen, *shape) for shape in shapes]
+    with torch.inference_mode():
+        together = condition_streams(predictor, requests)
+        alone = [condition(predictor, r) for r in requests]
+    for i, (a, b) in enumerate(zip(together, alone, strict=True)):
+        torch.testing.assert_close(a, b, atol=FEATURE_TOL, rtol=0, msg=f"stream {i}")
