@@ -19,7 +19,6 @@ If the exporters held the whole run, the peaks would grow ~4x from N to 4N video
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
+from benchjson import emit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,10 +108,7 @@ def main() -> None:
                fmt: round(next(r["python_peak_bytes"] for r in results if r["format"] == fmt and r["videos"] == 4 * args.videos)
                           / max(1, next(r["python_peak_bytes"] for r in results if r["format"] == fmt and r["videos"] == args.videos)), 2)
                for fmt in ("coco-video", "davis", "sa-v")}}  # fmt: skip
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text)
+    emit(doc, args.json)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchjson import emit
 from fastsam2.models.factory import load_sam2
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import evict_unreachable, memory_bank_stats, process_memory_bytes, windows
@@ -457,11 +458,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     entry = pruned.get("0.3", next(iter(pruned.values()), {})) if pruned else {}
     report["rss_growth"] = entry.get("growth_tracking", entry.get("growth"))
     report["wall_s"] = round(time.time() - t0, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
-    return report
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ mask_iou_vs_stock[, rss_growth_bytes on CPU]}`` plus ``settings`` and ``exact_ke
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchjson import emit
 from fastsam2.config import ObjectPrompt
 from fastsam2.models.factory import load_sam2
 from fastsam2.models.weights import resolve_device
@@ -285,11 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             and dense["mask_iou_vs_stock"] >= (1.0 if precision == "fp32" else args.exact_iou),
         },
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
-    return out
+    return emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import free_port, shared_data_dir
+from helpers import AWS_VARS, shared_data_dir, start_moto
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +22,6 @@ def shared_data() -> Path:
     return root
 
 
-_AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Never touch the user's weight cache; nothing is downloaded in tests."""
@@ -38,27 +31,11 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 endpoint on loopback: moto in server mode, in its own process."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    # Session-wide, so Ray workers started later inherit them too.
-    saved = {k: os.environ.get(k) for k in _AWS_VARS}
-    os.environ.update({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("moto server did not start")
+    saved = {k: os.environ.get(k) for k in AWS_VARS}
+    try:
+        proc, url = start_moto()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield url
     proc.terminate()
     proc.wait(timeout=10)

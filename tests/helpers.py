@@ -11,6 +11,8 @@ import csv
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -107,3 +109,54 @@ def kill_processes_mentioning(text: str, timeout_s: float) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.5)
+
+
+#: The AWS variables :func:`start_moto` sets.
+AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """A real S3 endpoint on loopback: moto in server mode, in its own process.
+
+    The AWS variables point at it process-wide, so Ray workers started later inherit them.
+    Returns (process, url); raises RuntimeError when the server does not come up in 30 s.
+    """
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    os.environ.update({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("moto server did not start")
+
+
+def tiny_sam2(target: str, overrides: list[str] | None = None):
+    """The tests' small SAM2: random-weight SAM2.1 hiera-t at 256 px on CPU (at most 2 threads),
+    built as ``target`` (stock or pruned predictor class), with optional hydra ``overrides``."""
+    import torch
+
+    from fastsam2.models.factory import load_sam2
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
+                     predictor_target=target, extra_overrides=overrides).model
+
+
+def track_from_frame0(predictor, video: Path, clicks: dict | None = None, boxes: dict | None = None):
+    """Prompt objects on frame 0 (``{obj_id: [[x, y]]}`` clicks, ``{obj_id: [x0, y0, x1, y1]}`` boxes)
+    and propagate through ``video``; returns (inference state, {frame: video-res mask logits})."""
+    state = predictor.init_state(str(video))
+    for obj_id, points in (clicks or {}).items():
+        predictor.add_new_points_or_box(state, 0, obj_id, points=points, labels=[1] * len(points))
+    for obj_id, box in (boxes or {}).items():
+        predictor.add_new_points_or_box(state, 0, obj_id, box=box)
+    masks = {f: m.clone() for f, _, m in predictor.propagate_in_video(state)}
+    return state, masks

@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from fastsam2.models.factory import load_clip
-from fastsam2.models.factory import load_sam2
 from fastsam2.tracking.memory_bank import INDICES_KEY, evict_unreachable, windows
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, ROUTER_CACHE_KEY, PrunedSAM2VideoPredictor
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import ClipDenseSimilarity, prior_from_masks
-from helpers import write_disc_video
+from helpers import tiny_sam2, write_disc_video
 
 NUM_FRAMES = 7
 GRID = (16, 16)
@@ -37,9 +36,7 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor() -> PrunedSAM2VideoPredictor:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    p = load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
-                              predictor_target=PREDICTOR_TARGET, extra_overrides=WINDOW_OVERRIDES).model
+    p = tiny_sam2(PREDICTOR_TARGET, WINDOW_OVERRIDES)
     mask_window, ptr_window = windows(p)
     assert (mask_window, ptr_window) == (2, 4) and NUM_FRAMES > ptr_window + 2
     return p

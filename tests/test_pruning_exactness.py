@@ -12,27 +12,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastsam2.models.factory import load_sam2
 from fastsam2.models.sam2 import STOCK_PREDICTOR
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import memory_bank_bytes
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
-from helpers import write_disc_video
+from helpers import tiny_sam2, track_from_frame0, write_disc_video
 
 NUM_FRAMES = 4
 CLICK = [[48.0, 60.0]]
 
 
 def track(target: str, video: Path, **pruning) -> tuple[dict, dict[int, torch.Tensor]]:
-    predictor = load_sam2(
-        "sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True, predictor_target=target
-    ).model
+    predictor = tiny_sam2(target)
     if pruning:
         predictor.configure_pruning(**pruning)
-    state = predictor.init_state(str(video))
-    predictor.add_new_points_or_box(state, 0, 1, points=CLICK, labels=[1])
-    masks = {f: m.clone() for f, _, m in predictor.propagate_in_video(state)}
-    return state, masks
+    return track_from_frame0(predictor, video, clicks={1: CLICK})
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,6 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stock(video):
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     return track(STOCK_PREDICTOR, video)
 
 

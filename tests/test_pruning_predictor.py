@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from fastsam2.models.factory import load_clip
-from fastsam2.models.factory import load_sam2
 from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import INDICES_KEY, memory_bank_bytes, memory_bank_stats
 from fastsam2.tracking.pruned_predictor import (
@@ -19,7 +18,7 @@ from fastsam2.tracking.pruned_predictor import (
 )
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.signals import ClipDenseSimilarity
-from helpers import write_disc_video
+from helpers import tiny_sam2, write_disc_video
 
 GRID_TOKENS = 16 * 16  # image_size 256
 NUM_FRAMES = 4
@@ -32,10 +31,7 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor() -> PrunedSAM2VideoPredictor:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    p = load_sam2(
-        "sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True, predictor_target=PREDICTOR_TARGET
-    ).model
+    p = tiny_sam2(PREDICTOR_TARGET)
     assert isinstance(p, PrunedSAM2VideoPredictor)
     return p
 

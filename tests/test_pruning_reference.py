@@ -24,10 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastsam2.models.factory import load_sam2
 from fastsam2.tracking.memory_bank import INDICES_KEY, windows
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
-from helpers import write_disc_video
+from helpers import tiny_sam2, track_from_frame0, write_disc_video
 from pruning_reference import FixedRouter, ReferencePrunedPredictor, random_kept_fn
 
 #: Shrunk windows (config overrides): mask window 4 frames, pointer window 6 frames.
@@ -38,17 +37,8 @@ FP32_ATOL = 2e-5
 REFERENCE_TARGET = "pruning_reference.ReferencePrunedPredictor"
 
 
-def _build(target: str):
-    return load_sam2("sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True,
-                                 predictor_target=target, extra_overrides=WINDOW_OVERRIDES).model
-
-
 def _track(predictor, video: Path) -> tuple[dict, dict[int, torch.Tensor]]:
-    state = predictor.init_state(str(video))
-    predictor.add_new_points_or_box(state, 0, 1, points=[[48, 60]], labels=[1])
-    predictor.add_new_points_or_box(state, 0, 2, box=[100, 10, 150, 50])
-    masks = {f: m.clone() for f, _, m in predictor.propagate_in_video(state)}
-    return state, masks
+    return track_from_frame0(predictor, video, clicks={1: [[48, 60]]}, boxes={2: [100, 10, 150, 50]})
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +48,7 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictors():
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    fast, ref = _build(PREDICTOR_TARGET), _build(REFERENCE_TARGET)
+    fast, ref = tiny_sam2(PREDICTOR_TARGET, WINDOW_OVERRIDES), tiny_sam2(REFERENCE_TARGET, WINDOW_OVERRIDES)
     assert isinstance(ref, ReferencePrunedPredictor)
     assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), ref.state_dict().values(),
                                                   strict=True))
