@@ -18,25 +18,16 @@ from typing import Any
 import numpy as np
 
 from fastsam2.config import JobConfig, ObjectPrompt
+from fastsam2.frame_masks import FrameMasks
 
 
 @dataclass
-class FrameLabels:
-    """Masks of every prompted object on one frame, and what the frame cost."""
+class FrameLabels(FrameMasks):
+    """Masks of every prompted object on one frame (:class:`~fastsam2.frame_masks.FrameMasks`:
+    ``frame_idx``, ``obj_ids``, ``masks``, ``scores``, ``rle()``), and what the frame cost."""
 
-    frame_idx: int
-    obj_ids: list[int]
-    masks: np.ndarray  # bool [num_objects, H, W]
-    scores: np.ndarray  # float32 [num_objects]: mean foreground probability inside each mask
     stats: dict[str, Any] = field(default_factory=dict)  # ms_total, ms_<component>, tokens_kept/_total, memory
     random_weights: bool = False  # True: the model had no trained weights, the masks are meaningless
-
-    def rle(self) -> list[dict]:
-        """COCO RLE (``{"size": [H, W], "counts": str}``) per object, as the run's ``masks/`` rows hold them."""
-        from fastsam2 import rle
-
-        h, w = self.masks.shape[1:]
-        return [{"size": [h, w], "counts": rle.encode(m)[0]} for m in self.masks]
 
 
 _TRACKERS: dict[str, Any] = {}  # one warm tracker, keyed by the model and pruning settings

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fastsam2.config import ObjectPrompt
+from fastsam2.frame_masks import FrameMasks
 from fastsam2.prefetch import Prefetcher
 from fastsam2.preprocess import preprocess_frame
 from fastsam2.tracking.instrument import MS_PREFIX, STATS_KEY
@@ -82,13 +83,9 @@ class StreamedFrames:
 
 
 @dataclass
-class FrameResult:
-    """Masks of every object on one frame, with what it cost."""
+class FrameResult(FrameMasks):
+    """Masks of every object on one frame (:class:`~fastsam2.frame_masks.FrameMasks`), with what it cost."""
 
-    frame_idx: int
-    obj_ids: list[int]
-    masks: np.ndarray  # bool [num_objects, H, W]
-    scores: np.ndarray  # float32 [num_objects]: mean foreground probability inside the mask
     ms_total: float
     stats: dict = field(default_factory=dict)  # per-component ms, tokens kept (pruned predictor)
     memory_bank_bytes: int = 0
