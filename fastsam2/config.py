@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from fastsam2.stage_specs import STAGE_SPECS, StageResources, default_stage_resources  # StageResources is still importable from here
+from fastsam2.stage_specs import STAGE_SPECS, TRACK, StageResources, default_stage_resources  # StageResources is still importable from here
 
 
 class ObjectPrompt(BaseModel):
@@ -247,9 +247,9 @@ class JobConfig(BaseModel):
     @model_validator(mode="after")
     def _track_batch_holds_videos_per_actor(self) -> "JobConfig":
         """An actor can only keep as many videos in flight as its batch brings."""
-        track = self.resource("track")
+        track = self.resource(TRACK.name)
         if track.batch_size < self.videos_per_actor:
-            self.resources = {**self.resources, "track": track.model_copy(update={"batch_size": self.videos_per_actor})}
+            self.resources = {**self.resources, TRACK.name: track.model_copy(update={"batch_size": self.videos_per_actor})}
         return self
 
     def resource(self, stage: str) -> StageResources:

@@ -72,7 +72,7 @@ class ProposeStage:
         from fastsam2.prompts.click import CoarseMasker
 
         self.cfg = JobConfig.model_validate_json(config_json)
-        _set_threads(self.cfg, "propose")
+        _set_threads(self.cfg, self.spec.name)
         m = self.cfg.model
         self.proposer = load_proposer(self.cfg)
         self.masker = CoarseMasker(config_name=m.sam2_config, checkpoint=m.sam2_checkpoint,
@@ -99,8 +99,8 @@ class ProposeStage:
                     # never decodes the video.
                     crops[i] = object_regions(frame, task)
             except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
-                _fail(task, "propose", exc, self.cfg.run_id)
-        report(self.cfg.run_id, "propose", len(tasks))
+                _fail(task, self.spec.name, exc, self.cfg.run_id)
+        report(self.cfg.run_id, self.spec.name, len(tasks))
         return _rows(tasks, crops)
 
     def _text_scorer(self):
@@ -156,7 +156,7 @@ class CaptionStage:
         from fastsam2.prompts.captioners import make_captioner
 
         self.cfg = JobConfig.model_validate_json(config_json)
-        _set_threads(self.cfg, "caption")
+        _set_threads(self.cfg, self.spec.name)
         m, p = self.cfg.model, self.cfg.prompts
         self.captioner = make_captioner(p.caption_backend, p.caption_model, p.caption_endpoint,
                                         random_weights=m.random_weights, device=m.device,
@@ -179,14 +179,14 @@ class CaptionStage:
                 regions.append([jpeg_to_array(c) for c in crops])
                 todo.append(task)
             except Exception as exc:  # noqa: BLE001
-                _fail(task, "caption", exc, self.cfg.run_id)
+                _fail(task, self.spec.name, exc, self.cfg.run_id)
         if todo:
             try:
                 caption_prompts(todo, regions, self.captioner)
             except Exception as exc:  # noqa: BLE001
                 for task in todo:
-                    _fail(task, "caption", exc, self.cfg.run_id)
-        report(self.cfg.run_id, "caption", len(tasks))
+                    _fail(task, self.spec.name, exc, self.cfg.run_id)
+        report(self.cfg.run_id, self.spec.name, len(tasks))
         return _rows(tasks)
 
 
@@ -199,7 +199,7 @@ class TrackStage:
         from fastsam2.tracking.factory import build_tracker, load_tracker_sam2
 
         self.cfg = JobConfig.model_validate_json(config_json)
-        _set_threads(self.cfg, "track")
+        _set_threads(self.cfg, self.spec.name)
         self.sam2 = load_tracker_sam2(self.cfg)
         self.tracker = build_tracker(self.cfg, self.sam2)
         self.detector = self._new_object_detector() if self.cfg.prompts.detect_every else None
@@ -244,7 +244,7 @@ class TrackStage:
             }
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
             log.warning("video %s failed: %s: %s", task.video_id, type(exc).__name__, exc)
-            return {"errors": table_from_rows("errors", [error_row(task, "track", exc, self.cfg.run_id)])}, "error"
+            return {"errors": table_from_rows("errors", [error_row(task, self.spec.name, exc, self.cfg.run_id)])}, "error"
         return tables, "ok"
 
     def __call__(self, batch: dict) -> dict:
@@ -268,7 +268,7 @@ class TrackStage:
             out["video_id"].append(task.video_id)
             out["status"].append(status)
             out["payload"].append({name: to_ipc(t) for name, t in tables.items()})
-        report(self.cfg.run_id, "track", len(out["video_id"]))
+        report(self.cfg.run_id, self.spec.name, len(out["video_id"]))
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
@@ -291,7 +291,7 @@ class WriteStage:
             data = payload.get("videos") or payload.get("errors")
             first = from_ipc(data).to_pylist()[0] if data is not None else {}
             task = VideoTask(video_id=video_id, uri=str(first.get("uri") or ""), source_id=first.get("source_id"))
-            row = error_row(task, "write", exc, self.cfg.run_id)
+            row = error_row(task, self.spec.name, exc, self.cfg.run_id)
             write_video(self.cfg.output, video_id, {"errors": table_from_rows("errors", [row])}, self.cfg.storage_options)
         except Exception as again:  # noqa: BLE001 - e.g. the disk is still full
             log.error("could not record the write failure of %s either: %s: %s", video_id, type(again).__name__, again)
@@ -317,7 +317,7 @@ class WriteStage:
             summary["status"].append(status)
             summary["num_masks"].append(num_masks)
             summary["message"].append(message)
-        report(self.cfg.run_id, "write", len(summary["video_id"]))
+        report(self.cfg.run_id, self.spec.name, len(summary["video_id"]))
         return {k: np.array(v) for k, v in summary.items()}
 
 

@@ -177,7 +177,7 @@ def test_served_stage_captions_every_object_from_its_own_jpeg(ray_local):
     assert out["v3"].error["stage"] == "caption" and "illegal memory access" in out["v3"].error["message"]
 
     # The objects/ rows labeling builds from these tasks: three captions and phrases for v0's three objects.
-    objects = table_from_rows("objects", [object_row(out["v0"], o, cfg, None, None) for o in out["v0"].objects])
+    objects = table_from_rows("objects", [object_row(out["v0"], o, cfg, None) for o in out["v0"].objects])
     got = objects.select(["obj_id", "caption", "phrase", "caption_backend", "caption_model"]).to_pylist()
     assert [(r["obj_id"], r["phrase"]) for r in got] == [(1, "dark grey object"), (2, "light grey object"),
                                                           (3, "pale grey object")]

@@ -112,7 +112,7 @@ def test_every_object_gets_a_box_click_caption_and_phrase():
 
     # The task is the provenance record: labeling builds the objects/ rows from it.
     cfg = JobConfig(inputs=["x"], output="o", model={"random_weights": True})
-    rows = table_from_rows("objects", [object_row(task, o, cfg, None, None) for o in task.objects]).to_pylist()
+    rows = table_from_rows("objects", [object_row(task, o, cfg, None) for o in task.objects]).to_pylist()
     assert [(r["obj_id"], r["caption"], r["phrase"], r["prompt_source"]) for r in rows] == [
         (o.obj_id, o.caption, o.text, "auto") for o in task.objects]
     assert rows[1]["caption_backend"] == "fake" and rows[1]["box"] == list(RIGHT)
@@ -218,7 +218,7 @@ def test_prompt_library_on_davis_with_random_models(shared_data, models):
         regions.append([jpeg_to_array(j) for j in object_regions(frame, task)])
     caption_prompts(tasks, regions, captioner)
     cfg = JobConfig(inputs=["x"], output="o", model={"random_weights": True})
-    rows = [object_row(t, o, cfg, None, None) for t in tasks for o in t.objects]
+    rows = [object_row(t, o, cfg, None) for t in tasks for o in t.objects]
     table = table_from_rows("objects", rows)
     assert table.num_rows == sum(len(t.objects) for t in tasks) and table.column("caption").null_count == 0
     assert all(r["phrase"] and len(r["phrase"].split()) <= 6 for r in rows)

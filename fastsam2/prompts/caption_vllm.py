@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fastsam2.models.llava import DEFAULT_LLAVA
+from fastsam2.stage_specs import CAPTION
 from fastsam2.prompts.caption import (
     DEFAULT_MAX_NEW_TOKENS,
     CaptionError,
@@ -270,16 +271,16 @@ def merge_object_rows(group: dict[str, np.ndarray], *, model: str, run_id: str) 
             by_object = sorted(zip(group["obj_index"], group["caption"]), key=lambda oc: int(oc[0]))
             record_captions(task, [str(c) for _, c in by_object], "vllm", model)
     except (CaptionError, ValueError) as exc:
-        failed = error_row(task, "caption", exc, run_id)
+        failed = error_row(task, CAPTION.name, exc, run_id)
         failed.pop("failed_at")
         task.error = failed
-    report(run_id, "caption", 1)
+    report(run_id, CAPTION.name, 1)
     return {"video_id": np.array([task.video_id], dtype=object), "task": np.array([task.model_dump_json()], dtype=object)}
 
 
 def served_processor_kwargs(cfg) -> dict[str, Any]:
     """``vLLMEngineProcessorConfig`` arguments from a job config (model, batching, engines, GPUs)."""
-    res = cfg.resource("caption")
+    res = cfg.resource(CAPTION.name)
     concurrency = res.max_actors if res.min_actors == res.max_actors else (res.min_actors, res.max_actors)
     kwargs = processor_config_kwargs(
         cfg.prompts.caption_model,
