@@ -249,6 +249,6 @@ def label_video_steps(task: VideoTask, tracker: StreamingTracker, cfg: JobConfig
     result.objects = [object_row(task, o, cfg, first_seen.get(o.obj_id)) for o in objects]
     for c in COMPONENTS:
         result.video[f"ms_{c}"] = _median([f[f"ms_{c}"] for f in steady])
-    if torch.cuda.is_available() and predictor.device.type == "cuda":
-        torch.cuda.empty_cache()
+    if torch.cuda.is_available() and predictor.device.type == "cuda" and not tracker.shared:
+        torch.cuda.empty_cache()  # not while other videos of a lockstep batch are live
     return result

@@ -8,6 +8,8 @@ fail alone.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +173,55 @@ def test_streams_attention_equals_each_stream_alone(predictor):
         alone = [condition(predictor, r) for r in requests]
     for i, (a, b) in enumerate(zip(together, alone, strict=True)):
         torch.testing.assert_close(a, b, atol=FEATURE_TOL, rtol=0, msg=f"stream {i}")
+
+
+def _timed(tracker: StreamingTracker, spec, times: list[float]):
+    frames, n, prompts = _video(*spec)
+    for fr in tracker.track(frames(), n, H, W, prompts):
+        times.append(fr.ms_total)
+        yield fr.frame_idx
+    return len(times)
+
+
+def test_lockstep_frame_times_are_not_counted_twice(predictor):
+    """Each video's ``ms_total`` holds its own work and its share of the batched calls, not the
+    time it waited while the other videos stepped: summed over every frame of every video they
+    stay within the wall time of the whole lockstep run (counted once per video they would be
+    about V times more)."""
+    predictor.configure_pruning(keep_ratio=0.3)
+    times: list[float] = []
+    specs = [("a", 4, 1, None), ("b", 4, 2, None), ("c", 4, 1, None)]
+    jobs = [(spec[0], lambda view, spec=spec: _timed(view, spec, times)) for spec in specs]
+    t0 = time.perf_counter()
+    done = dict(run_lockstep(StreamingTracker(predictor), jobs, videos_per_step=3))
+    wall_ms = (time.perf_counter() - t0) * 1000.0
+    assert set(done) == {"a", "b", "c"} and len(times) == 12
+    assert all(t > 0 for t in times), times
+    assert sum(times) <= 1.05 * wall_ms, (sum(times), wall_ms)
+
+
+def test_closing_lockstep_early_closes_its_live_videos(predictor):
+    """A lockstep run abandoned mid-way (the actor is told to stop) closes every live video's
+    tracking generator, so their decode threads and states go at once, not at garbage collection
+    (the test holds a reference to each generator to tell the two apart)."""
+    predictor.configure_pruning(keep_ratio=0.3)
+    closed: list[str] = []
+    held = []
+
+    def steps(view, spec):
+        try:
+            yield from _track(view, spec)
+        finally:
+            closed.append(spec[0])
+
+    def start(view, spec):
+        held.append(steps(view, spec))
+        return held[-1]
+
+    specs = [("a", 4, 1, None), ("c", 2, 1, None)]
+    run = run_lockstep(StreamingTracker(predictor), [(s[0], lambda v, s=s: start(v, s)) for s in specs],
+                       videos_per_step=2)
+    key, _ = next(run)  # c ends first; a is still live
+    assert key == "c" and closed == ["c"]
+    run.close()
+    assert closed == ["c", "a"]

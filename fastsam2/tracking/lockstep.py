@@ -92,40 +92,44 @@ def run_lockstep(tracker: StreamingTracker, videos: Iterable[VideoJob], videos_p
         raise ValueError(f"videos_per_step must be at least 1, got {videos_per_step}")
     queue = iter(videos)
     live: list[_Live] = []
-    while True:
-        settled = False
-        while not settled:
-            settled = True
-            for video in [v for v in live if v.next_frame is None]:
-                settled = False
-                ended = _step(video)
+    try:
+        while True:
+            settled = False
+            while not settled:
+                settled = True
+                for video in [v for v in live if v.next_frame is None]:
+                    settled = False
+                    ended = _step(video)
+                    if ended is not None:
+                        live.remove(video)
+                        yield ended
+                while len(live) < videos_per_step:
+                    job = next(queue, None)
+                    if job is None:
+                        break
+                    key, start = job
+                    view = tracker.view(shared=videos_per_step > 1)
+                    try:
+                        steps = start(view)
+                    except Exception as exc:  # noqa: BLE001 - e.g. its detector cannot be set up
+                        yield key, exc
+                        continue
+                    live.append(_Live(key, view, steps))
+                    settled = False
+            if not live:
+                return
+            failed = _encode_ahead(tracker.predictor, live)
+            for video in [v for v in live if id(v) in failed]:
+                video.steps.close()
+                live.remove(video)
+                yield video.key, failed[id(video)]
+            for video, ended in zip(list(live), _step_all(tracker.predictor, live), strict=True):
                 if ended is not None:
                     live.remove(video)
                     yield ended
-            while len(live) < videos_per_step:
-                job = next(queue, None)
-                if job is None:
-                    break
-                key, start = job
-                view = tracker.view()
-                try:
-                    steps = start(view)
-                except Exception as exc:  # noqa: BLE001 - e.g. its detector cannot be set up
-                    yield key, exc
-                    continue
-                live.append(_Live(key, view, steps))
-                settled = False
-        if not live:
-            return
-        failed = _encode_ahead(tracker.predictor, live)
-        for video in [v for v in live if id(v) in failed]:
+    finally:  # closed early or interrupted: stop every live video (decode threads, states)
+        for video in live:
             video.steps.close()
-            live.remove(video)
-            yield video.key, failed[id(video)]
-        for video, ended in zip(list(live), _step_all(tracker.predictor, live), strict=True):
-            if ended is not None:
-                live.remove(video)
-                yield ended
 
 
 def _encode_ahead(predictor: Any, live: list[_Live]) -> dict[int, BaseException]:
@@ -196,6 +200,7 @@ class _Worker:
         self.error: BaseException | None = None
         self.ended: tuple[Any, Any] | None = None
         self.thread: threading.Thread | None = None
+        self.share_ms = 0.0  # this stream's share of the batched call it waited for
 
 
 class _Rendezvous:
@@ -213,12 +218,19 @@ class _Rendezvous:
     def submit(self, request: Any) -> Any:
         """(On a step's thread) post one stream's request, wait for the batched result."""
         worker: _Worker = self.local.worker
+        parked_at = time.perf_counter()
         with self.cv:
             worker.request, worker.status = request, "parked"
             self.cv.notify_all()
             self.cv.wait_for(lambda: worker.status == "running")
             result, error = worker.result, worker.error
             worker.request = worker.result = worker.error = None
+        # The video's frame clock ran while it was parked (other videos' steps and the whole
+        # batched call): take that out and charge only this stream's share of the call.
+        session = worker.video.tracker.session
+        if session is not None:
+            session.pending_ms += worker.share_ms - (time.perf_counter() - parked_at) * 1000.0
+        worker.share_ms = 0.0
         if error is not None:
             raise error
         return result
@@ -258,16 +270,22 @@ class _Rendezvous:
     def _condition(self, parked: list[_Worker]) -> None:
         """The round's batched attention; if it fails, each stream alone (a failure stays
         that stream's video's)."""
+        t0 = time.perf_counter()
         try:
             results = self.predictor.condition_streams([w.request for w in parked])
+            share = (time.perf_counter() - t0) * 1000.0 / len(parked)
+            for worker in parked:
+                worker.share_ms = share
         except Exception as exc:  # noqa: BLE001
             log.warning("batched memory attention of %d streams failed (%s: %s); running them one by one",
                         len(parked), type(exc).__name__, exc)
             for worker in parked:
+                t0 = time.perf_counter()
                 try:
                     worker.result = self.predictor.condition_streams([worker.request])[0]
                 except Exception as own:  # noqa: BLE001
                     worker.error = own
+                worker.share_ms = (time.perf_counter() - t0) * 1000.0
             return
         for worker, result in zip(parked, results, strict=True):
             worker.result = result

@@ -184,16 +184,21 @@ class TrackSession:
 class StreamingTracker:
     """Runs one predictor over streamed videos, one video at a time, memory bounded."""
 
-    def __init__(self, predictor, offload_state_to_cpu: bool = False, bounded_memory: bool = True):
+    def __init__(self, predictor, offload_state_to_cpu: bool = False, bounded_memory: bool = True,
+                 shared: bool = False):
         self.predictor = predictor
         self.offload_state_to_cpu = offload_state_to_cpu
         self.bounded_memory = bounded_memory
+        # A lockstep view: other videos are live on the same device, so this one must not
+        # reset the device's peak-memory counter or empty its allocator cache.
+        self.shared = shared
         self.session: TrackSession | None = None  # the video being tracked (between frames)
 
-    def view(self) -> StreamingTracker:
+    def view(self, shared: bool = True) -> StreamingTracker:
         """Another tracker over the same predictor, with a session of its own (one per video
-        tracked in lockstep; the predictor's weights are shared, not copied)."""
-        return StreamingTracker(self.predictor, self.offload_state_to_cpu, self.bounded_memory)
+        tracked in lockstep; the predictor's weights are shared, not copied). ``shared``: other
+        videos may be live beside it (see ``self.shared``)."""
+        return StreamingTracker(self.predictor, self.offload_state_to_cpu, self.bounded_memory, shared=shared)
 
     @torch.inference_mode()
     def track(
@@ -221,7 +226,7 @@ class StreamingTracker:
         start = objects[0].frame_idx
         p = self.predictor
         device = p.device
-        if device.type == "cuda":
+        if device.type == "cuda" and not self.shared:
             torch.cuda.reset_peak_memory_stats(device)
         images = StreamedFrames(prefetched_frames(frames, p.image_size), num_frames, p.image_size)
         t0 = time.perf_counter()
