@@ -237,9 +237,11 @@ class JobConfig(BaseModel):
     @field_validator("resources")
     @classmethod
     def _stage_rules(cls, v: dict[str, StageResources], info: ValidationInfo) -> dict[str, StageResources]:
-        """Each stage's own rules (e.g. vLLM takes whole GPUs), checked for ``run`` and ``submit`` alike."""
-        prompts = info.data.get("prompts")
-        if prompts is not None:
+        """Each stage's own rules (e.g. vLLM takes whole GPUs), checked for ``run`` and ``submit`` alike.
+
+        Not with random weights: every caption backend then runs the tiny in-process LLaVA."""
+        prompts, model = info.data.get("prompts"), info.data.get("model")
+        if prompts is not None and not (model is not None and model.random_weights):
             for name, res in v.items():
                 STAGE_SPECS[name].check(res, prompts)
         return v

@@ -278,3 +278,17 @@ def test_docker_build():  # pragma: no cover - opt-in
     import subprocess
 
     subprocess.run(["docker", "build", "-f", str(CLUSTER / "Dockerfile"), "-t", "fastsam2-batch:test", str(REPO)], check=True)
+
+
+def test_what_the_dockerfile_imports_from_the_package_exists():
+    """The image's build steps call into fastsam2 (e.g. baking checkpoints); a moved function
+    would only fail at image build time, which CI does not run by default."""
+    import importlib
+
+    text = (CLUSTER / "Dockerfile").read_text()
+    names = re.findall(r"from (fastsam2[\w.]*) import ([\w, ]+)", text)
+    assert names, "the Dockerfile no longer imports from fastsam2: update this test"
+    for module, attrs in names:
+        mod = importlib.import_module(module)
+        for attr in (a.strip() for a in attrs.split(",")):
+            assert hasattr(mod, attr), f"cluster/Dockerfile imports {attr} from {module}, which has no such name"

@@ -73,3 +73,7 @@ def test_vllm_takes_whole_gpus_in_run_too():
     with pytest.raises(ConfigError, match="vLLM engines take whole GPUs"):
         load_config({"inputs": ["x"], "output": "o", "prompts": {"caption_backend": "vllm"},
                      "resources": {"caption": {"num_gpus": 0.5}}})
+    # with random weights every backend is the tiny in-process LLaVA: no vLLM engine, no rule
+    tiny = load_config({"inputs": ["x"], "output": "o", "prompts": {"caption_backend": "vllm"},
+                        "model": {"random_weights": True}, "resources": {"caption": {"num_gpus": 0.5}}})
+    assert tiny.resource("caption").num_gpus == 0.5
