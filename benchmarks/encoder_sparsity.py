@@ -36,13 +36,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fastsam2 import preprocess
 from fastsam2.models.factory import load_sam2
 from fastsam2.tracking.memory_bank import evict_unreachable
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, STATS_KEY
 from fastsam2.tracking.sparse_encoder import EncoderSparsityConfig
 
-SAM2_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-SAM2_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+SAM2_MEAN = torch.tensor(preprocess.SAM2_MEAN).view(3, 1, 1)
+SAM2_STD = torch.tensor(preprocess.SAM2_STD).view(3, 1, 1)
 
 
 class MovingDiscVideo:

@@ -134,10 +134,8 @@ def run(inputs: str | Sequence[str], output: str, *, progress: bool = False, add
     """
     import click
 
-    from fastsam2.cli.options import build_config
+    from fastsam2.cli.options import build_config, job_options
     from fastsam2.pipeline import run_pipeline
-
-    from fastsam2.cli.options import job_options
 
     known = {p.name for p in job_options(lambda **kw: None).__click_params__} - {"output"}
     unknown = sorted(set(options) - known)

@@ -31,7 +31,6 @@ The pruned memory-conditioning step itself lives in
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -68,7 +67,6 @@ from fastsam2.tracking.sparse_encoder import (
     sam_forward_image,
 )
 
-log = logging.getLogger(__name__)
 
 #: Keys this module adds to a sam2 inference state (besides ``instrument.STATS_KEY``).
 ROUTER_CACHE_KEY = "fastsam2_router"  # per-video router cache (uncertainty, keyframe semantics)
