@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 EXACT_IOU="${EXACT_IOU:-0.99}"
 PY="${PYTHON:-python}"
 
-timeout 330 "$PY" benchmarks/throughput.py --device cuda --videos 4 --frames 16 --image-size 1024 \
+timeout 420 "$PY" benchmarks/throughput.py --device cuda --videos 4 --frames 16 --image-size 1024 \
   --warmup-frames 8 --videos-per-actor 4 --exact-iou "$EXACT_IOU" --json "$OUT/throughput.json" >"$OUT/throughput.out" 2>"$OUT/throughput.err"
 echo "$?" >"$OUT/throughput.rc"
 timeout 120 "$PY" benchmarks/caption_gpu_smoke.py --tiny --json "$OUT/caption.json" \
