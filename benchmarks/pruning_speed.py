@@ -67,12 +67,11 @@ from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import evict_unreachable, memory_bank_stats, process_memory_bytes, windows
 from fastsam2.tracking.instrument import STATS_KEY
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
+from fastsam2.tracking.router import CLIP_WEIGHTS_DTYPE
 from fastsam2.tracking.streaming import new_inference_state
 
 SAM2_MEAN = torch.tensor(preprocess.SAM2_MEAN).view(3, 1, 1)
 SAM2_STD = torch.tensor(preprocess.SAM2_STD).view(3, 1, 1)
-#: How the router's CLIP keeps its weights (``build_router``'s default).
-CLIP_WEIGHTS_DTYPE = torch.bfloat16
 COLORS = [(0.95, 0.15, 0.1), (0.1, 0.8, 0.2), (0.2, 0.3, 0.95)]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from fastsam2.davis_layout import RESOLUTIONS
+from fastsam2.davis_layout import DEFAULT_RESOLUTION
 from fastsam2.tracking.router import SEMANTIC_MODES, UNCERTAINTY_MODES
 
 
@@ -18,7 +18,7 @@ from fastsam2.tracking.router import SEMANTIC_MODES, UNCERTAINTY_MODES
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="where to save the router weights (.pt)")
 @click.option("--sequence", "sequences", multiple=True, help="train on these sequences only (repeatable)")
-@click.option("--resolution", default=RESOLUTIONS[0], show_default=True, help="DAVIS resolution folder (JPEGImages/<resolution>).")
+@click.option("--resolution", default=DEFAULT_RESOLUTION, show_default=True, help="DAVIS resolution folder (JPEGImages/<resolution>).")
 @click.option("--sam2-config", default="sam2.1_hiera_t", show_default=True, help="SAM2 model config.")
 @click.option("--sam2-checkpoint", default=None, help="local path or URI; default: the official checkpoint")
 @click.option("--random-weights", is_flag=True, help="random SAM2 weights (smoke tests only)")

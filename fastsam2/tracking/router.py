@@ -344,6 +344,11 @@ class Router:
         return select_tokens(s, p, k, self.config.background_fraction)
 
 
+#: How the router's CLIP keeps its weight matrices (computed in fp32): inference and
+#: train-router alike, so the router trains on the features it will see.
+CLIP_WEIGHTS_DTYPE = torch.bfloat16
+
+
 def build_router(
     semantic: str | None = None,
     uncertainty: str | None = None,
@@ -351,7 +356,7 @@ def build_router(
     clip_model: str = "ViT-B-16",
     clip_pretrained: str | None = "openai",
     clip_random_weights: bool = False,
-    clip_weights_dtype: torch.dtype | None = torch.bfloat16,
+    clip_weights_dtype: torch.dtype | None = CLIP_WEIGHTS_DTYPE,
     router_weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     **config: Any,

@@ -29,7 +29,7 @@ from PIL import Image
 
 from fastsam2.davis_layout import DEFAULT_RESOLUTION, annotations_dir, images_dir
 from fastsam2.preprocess import preprocess_frame
-from fastsam2.tracking.router import Router, RouterConfig, RouterMLP, mlp_features
+from fastsam2.tracking.router import CLIP_WEIGHTS_DTYPE, Router, RouterConfig, RouterMLP, mlp_features
 from fastsam2.tracking.signals import ClipDenseSimilarity, capture_encoder_taps, prior_from_masks
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,8 @@ def train_router(cfg: TrainConfig, on_epoch: Callable[[int, float], None] | None
     clip = None
     if cfg.semantic == "clip":
         clip = ClipDenseSimilarity(
-            load_clip(cfg.clip_model, cfg.clip_pretrained, random_weights=cfg.clip_random_weights, device=device)
+            load_clip(cfg.clip_model, cfg.clip_pretrained, random_weights=cfg.clip_random_weights, device=device,
+                      weights_dtype=CLIP_WEIGHTS_DTYPE)
         )
     router_cfg = RouterConfig(semantic=cfg.semantic, uncertainty=cfg.uncertainty, seed=cfg.seed)
     signal_router = Router(router_cfg, clip=clip)
