@@ -67,9 +67,20 @@ def _needs_propose(cfg: Any, tasks: Sequence[Any]) -> bool:
     return bool(_auto_tasks(tasks))
 
 
+def captions(cfg: Any, task: Any) -> bool:
+    """Whether the caption stage captions this video: the job captions, and its prompt is
+    automatic with no phrase yet (neither the user's nor a caption's) and has not failed.
+
+    The one rule for planning a job (:func:`_needs_caption`) and for the propose and
+    caption stages (which crops to ship, which videos to caption).
+    """
+    return (cfg.prompts.caption_backend != "none" and not task.error
+            and task.prompt_source == "auto" and not task.text)
+
+
 def _needs_caption(cfg: Any, tasks: Sequence[Any]) -> bool:
-    """Captions are on and some auto-prompted video has no phrase of its own."""
-    return cfg.prompts.caption_backend != "none" and any(not t.text for t in _auto_tasks(tasks))
+    """Some video of the job will be captioned."""
+    return any(captions(cfg, t) for t in tasks)
 
 
 def _caption_uses_gpu(cfg: Any) -> bool:

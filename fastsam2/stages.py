@@ -19,7 +19,7 @@ from fastsam2.labeling import error_row, label_video_steps
 from fastsam2.output import from_ipc, to_ipc, write_video
 from fastsam2.progress import report
 from fastsam2.schema import table_from_rows
-from fastsam2.stage_specs import CAPTION, PROPOSE, TRACK, WRITE
+from fastsam2.stage_specs import CAPTION, PROPOSE, TRACK, WRITE, captions
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,6 @@ def _rows(tasks: list[VideoTask], crops: list[list[bytes] | None] | None = None)
     if crops is not None:
         out["region_jpegs"] = np.array([list(c) if c else None for c in crops], dtype=object)
     return out
-
-
-def needs_caption(task: VideoTask, cfg: JobConfig) -> bool:
-    """An automatic prompt with no text yet, in a job that captions."""
-    from fastsam2.prompts.auto import wants_caption
-
-    return wants_caption(task) and cfg.prompts.caption_backend != "none"
 
 
 class ProposeStage:
@@ -94,7 +87,7 @@ class ProposeStage:
                 frame = propose_prompts(task, iter(reader), self.proposer, self.masker, multi_object_settings(self.cfg),
                                         max_frames=p.max_search_frames, text_scorer=self._text_scorer,
                                         text_threshold=p.text_threshold)
-                if needs_caption(task, self.cfg):
+                if captions(self.cfg, task):
                     # The regions travel with the row: the caption stage (other actors, other GPUs)
                     # never decodes the video.
                     crops[i] = object_regions(frame, task)
@@ -170,7 +163,7 @@ class CaptionStage:
         jpegs = batch.get("region_jpegs")
         todo, regions = [], []  # one region per object: all objects of the batch in one call
         for i, task in enumerate(tasks):
-            if not needs_caption(task, self.cfg):
+            if not captions(self.cfg, task):
                 continue
             try:
                 crops = None if jpegs is None else jpegs[i]

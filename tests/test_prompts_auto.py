@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from fastsam2.config import JobConfig, VideoTask
+from fastsam2.stage_specs import captions
 from fastsam2.labeling import object_row
 from fastsam2.models.detector import Proposal
-from fastsam2.prompts.auto import caption_prompts, object_regions, propose_prompts, wants_caption
+from fastsam2.prompts.auto import caption_prompts, object_regions, propose_prompts
 from fastsam2.prompts.caption import jpeg_to_array
 from fastsam2.prompts.grounding import NoMatchingObject
 from fastsam2.prompts.multi import MultiObjectSettings
@@ -81,6 +82,7 @@ def frames(n: int, seen: list | None = None):
 
 LEFT, RIGHT = (20, 20, 80, 80), (120, 10, 190, 90)
 TWO_OBJECTS = [Proposal(LEFT, 0.9), Proposal((22, 21, 81, 79), 0.85), Proposal(RIGHT, 0.7)]  # the 2nd repeats the 1st
+CAPTIONING = JobConfig(inputs=["x"], output="o")  # a job that captions (transformers, the default)
 
 
 def auto_task(vid="v", text=None) -> VideoTask:
@@ -97,7 +99,9 @@ def test_every_object_gets_a_box_click_caption_and_phrase():
     for o in task.objects:
         x0, y0, x1, y1 = o.box
         assert x0 <= o.point[0] <= x1 and y0 <= o.point[1] <= y1, "each click lies in its own box"
-    assert wants_caption(task)
+    assert captions(CAPTIONING, task)
+    no_captions = CAPTIONING.model_copy(update={"prompts": CAPTIONING.prompts.model_copy(update={"caption_backend": "none"})})
+    assert not captions(no_captions, task), "a job that does not caption captions nothing"
 
     jpegs = object_regions(frame, task)
     captioner = GreyCaptioner()
@@ -108,7 +112,7 @@ def test_every_object_gets_a_box_click_caption_and_phrase():
     assert (left.text, right.text) == ("dark grey box", "light grey box"), "each its own phrase"
     assert (task.caption, task.text) == (left.caption, left.text)  # videos/ keeps the first object's
     assert (task.caption_backend, task.caption_model) == ("fake", "fake-llava")
-    assert not wants_caption(task)
+    assert not captions(CAPTIONING, task)
 
     # The task is the provenance record: labeling builds the objects/ rows from it.
     cfg = JobConfig(inputs=["x"], output="o", model={"random_weights": True})
@@ -152,7 +156,7 @@ def test_a_phrase_picks_the_objects_by_clip_and_needs_no_caption():
     assert [o.box for o in task.objects] == [list(RIGHT)], "only the crop that matches the phrase"
     (obj,) = task.objects
     assert (obj.source, obj.text, obj.clip_score) == ("text", "a grey box", pytest.approx(0.3))
-    assert task.prompt_source == "text" and not wants_caption(task)
+    assert task.prompt_source == "text" and not captions(CAPTIONING, task)
 
     with pytest.raises(NoMatchingObject, match="best of 2: 0.300"):
         propose_prompts(auto_task(text="a grey box"), frames(2), FakeProposer([TWO_OBJECTS]), BoxMasker(),

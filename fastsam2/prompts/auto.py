@@ -76,11 +76,6 @@ def propose_prompts(
     return frame
 
 
-def wants_caption(task: VideoTask) -> bool:
-    """An automatic prompt that has no phrase yet (neither the user's nor a caption's) and has not failed."""
-    return not task.error and task.prompt_source == "auto" and not task.text
-
-
 def object_regions(frame: np.ndarray, task: VideoTask) -> list[bytes]:
     """Each object's crop of the prompt frame as JPEG bytes, in ``task.objects`` order.
 
