@@ -34,19 +34,14 @@ def _weights(cfg: JobConfig) -> str:
         return "RANDOM WEIGHTS (no checkpoint; masks meaningless)"
     if m.sam2_checkpoint:
         return f"{m.sam2_checkpoint} ({m.sam2_config})"
-    from fastsam2.models.weights import SAM2_CONFIGS, REGISTRY, cache_dir, hub_cached_checkpoint
+    from fastsam2.models.weights import REGISTRY, SAM2_CONFIGS, local_checkpoint
 
     if m.sam2_config not in SAM2_CONFIGS:
         return f"unknown config {m.sam2_config}"
     known = REGISTRY[m.sam2_config]
-    local = cache_dir() / known.filename
-    if local.is_file():
-        return f"{local} (cached)"
-    repo = known.hf_repo
-    hub = hub_cached_checkpoint(repo, known.filename) if repo else None
-    if hub is not None:
-        return f"{hub} (Hugging Face cache)"
-    return f"official {m.sam2_config}: not cached, would be downloaded ({repo or known.url})"
+    if (local := local_checkpoint(known)) is not None:
+        return f"{local[0]} ({local[1]})"
+    return f"official {m.sam2_config}: not cached, would be downloaded ({known.hf_repo or known.url})"
 
 
 def plan(cfg: JobConfig, local_gpus: float | None = None) -> Plan:

@@ -147,6 +147,18 @@ def hub_cached_checkpoint(repo: str, filename: str) -> Path | None:
     return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
 
 
+def local_checkpoint(known: KnownWeights) -> tuple[Path, str] | None:
+    """Where an official checkpoint already lies on this machine, without any network:
+    (path, "cached") in our cache, else (path, "Hugging Face cache"), else None.
+    The first two steps of :func:`fetch_checkpoint`'s lookup; the dry run reports them."""
+    target = cache_dir() / known.filename
+    if target.is_file():  # downloaded directly by an earlier run
+        return target, "cached"
+    if known.hf_repo is not None and (cached := hub_cached_checkpoint(known.hf_repo, known.filename)) is not None:
+        return cached, "Hugging Face cache"
+    return None
+
+
 def fetch_checkpoint(
     config_name: str,
     checkpoint: str | None = None,
@@ -162,12 +174,10 @@ def fetch_checkpoint(
     if checkpoint:
         return _fetch_user_file(checkpoint, storage_options)
     known = known_weights(config_name)  # an unknown name is a named ValueError, not a KeyError
+    if (local := local_checkpoint(known)) is not None:
+        return local[0]
     target = cache_dir() / known.filename
-    if target.is_file():  # downloaded directly by an earlier run
-        return target
     repo = known.hf_repo
-    if repo is not None and (cached := hub_cached_checkpoint(repo, known.filename)) is not None:
-        return cached
     meta = _hub_metadata(repo, known.filename) if repo else None
     if meta is not None:
         from huggingface_hub import hf_hub_download
