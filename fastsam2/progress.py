@@ -1,10 +1,13 @@
 """Per-stage progress and throughput in the job's log, every minute.
 
 The stages run in actors on other nodes; each one tells a small named actor (one per
-run, no CPU reserved) how many videos it finished. A thread in the driver reads the
-counts every ``progress_log_interval_s`` and logs one line: done per stage, rate over
-the last interval and since the start. A stall is then visible in the job's log long
-before Ray Data's no-progress timeout.
+run, no CPU reserved) how many videos it finished. That actor lives on the driver's
+node, so losing a worker node does not lose the counts (the driver's node going means
+the job goes anyway). A thread in the driver reads the counts every
+``progress_log_interval_s`` and logs one line: done per stage, rate over the last
+interval and since the start; one last line is logged when the run ends, so even a
+run shorter than the interval leaves its counts in the log. A stall is then visible
+in the job's log long before Ray Data's no-progress timeout.
 """
 
 from __future__ import annotations
@@ -80,8 +83,14 @@ class ProgressLogger:
 
         if self.interval_s <= 0:
             return self
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         actor_cls = ray.remote(num_cpus=0, max_restarts=-1)(_Board)
-        self.board = actor_cls.options(name=board_name(self.run_id), get_if_exists=True).remote()
+        self.board = actor_cls.options(name=board_name(self.run_id), get_if_exists=True,
+                                       scheduling_strategy=here).remote()
+        self._start = self._last_t = time.monotonic()
+        self._previous: dict[str, int] = {}
         self._thread.start()
         return self
 
@@ -92,23 +101,26 @@ class ProgressLogger:
         if self.board is not None:
             import ray
 
+            self._log_line()  # the run's last counts, however short it was
             try:
                 ray.kill(self.board)
             except Exception:  # noqa: BLE001
                 pass
         return False
 
-    def _run(self) -> None:
+    def _log_line(self) -> None:
         import ray
 
-        start = last_t = time.monotonic()
-        previous: dict[str, int] = {}
+        try:
+            counts = ray.get(self.board.snapshot.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - a lost count never fails the run
+            return
+        now = time.monotonic()
+        # stderr, unbuffered: the job's log (and `status --logs`) shows it whatever logging is set to
+        print(format_line(counts, self._previous, now - self._last_t, now - self._start, self.total),
+              file=sys.stderr, flush=True)
+        self._previous, self._last_t = counts, now
+
+    def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                counts = ray.get(self.board.snapshot.remote(), timeout=30)
-            except Exception:  # noqa: BLE001
-                continue
-            now = time.monotonic()
-            # stderr, unbuffered: the job's log (and `status --logs`) shows it whatever logging is set to
-            print(format_line(counts, previous, now - last_t, now - start, self.total), file=sys.stderr, flush=True)
-            previous, last_t = counts, now
+            self._log_line()

@@ -27,3 +27,23 @@ def test_stages_report_from_other_processes_and_the_driver_logs_it(ray_local, ca
         while "track 3/5" not in capsys.readouterr().err:
             assert time.time() < deadline, "no progress line"
             time.sleep(0.3)
+
+
+def test_a_run_shorter_than_the_interval_still_logs_its_counts_when_it_ends(ray_local, capsys):
+    import ray
+
+    from fastsam2.progress import board_name
+
+    @ray.remote(num_cpus=0)
+    def stage_batch(n):
+        report("run-progress-final", "track", n)
+
+    with ProgressLogger("run-progress-final", total=4, interval_s=3600):
+        ray.get(stage_batch.remote(4))
+        board = ray.get_actor(board_name("run-progress-final"))
+        deadline = time.time() + 20
+        while ray.get(board.snapshot.remote()).get("track") != 4:  # the stage's report is fire-and-forget
+            assert time.time() < deadline, "the report never reached the board"
+            time.sleep(0.1)
+        assert "progress:" not in capsys.readouterr().err  # no interval has passed yet
+    assert "progress: track 4/4" in capsys.readouterr().err
