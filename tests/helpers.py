@@ -2,7 +2,7 @@
 
 Videos with exact ground truth come from :mod:`fastsam2.synthetic`; these add what only tests
 need: manifests for them, a noise frame, SAM2's own folder-of-JPEGs layout, a free loopback
-port, the CLI under click's runner, and process clean-up for the cluster tests.
+port, the CLI under click's runner or as a subprocess, and process clean-up for the cluster tests.
 """
 
 from __future__ import annotations
@@ -45,6 +45,19 @@ def invoke(*args, command=None):
     if command is None:
         from fastsam2.cli import main as command
     return CliRunner().invoke(command, [str(a) for a in args])
+
+
+#: The virtual environment's scripts (``fastsam2-batch``, ``ray``) for subprocess runs.
+BIN = Path(sys.executable).parent
+
+
+def cli(*args: str, env_extra: dict | None = None, home: Path | None = None, timeout: float = 300):
+    """Run ``fastsam2-batch ARGS`` in a clean shell-like environment (no RAY_* variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    if home is not None:
+        env["HOME"] = str(home)
+    env.update(env_extra or {})
+    return subprocess.run([str(BIN / "fastsam2-batch"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def write_manifest(path: Path, rows: Iterable[dict], fieldnames: list[str] | None = None) -> Path:

@@ -23,10 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import free_port, kill_processes_mentioning, processes_mentioning, write_manifest
+from helpers import BIN, cli, free_port, kill_processes_mentioning, processes_mentioning, write_manifest
 from fastsam2.storage import read_table
 from fastsam2.synthetic import make_video, write_mp4
-from test_cluster_submit import BIN, cli
 
 pytestmark = pytest.mark.slow
 

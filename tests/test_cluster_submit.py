@@ -14,7 +14,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,11 +25,10 @@ import s3fs
 
 from fastsam2.storage import read_table
 from fastsam2.synthetic import make_video, write_mp4
-from helpers import click_rows, free_port, kill_processes_mentioning, write_manifest
+from helpers import BIN, cli, click_rows, free_port, kill_processes_mentioning, write_manifest
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 ARGS = ["--random-weights", "--image-size", "256", "--device", "cpu"]
 FRAMES = {"clu-a": 3, "clu-b": 2, "clu-c": 3}
 SECRET = "moto-accepts-any-secret-0Zx9"
@@ -112,15 +110,6 @@ def s3_dataset(tmp_path, s3_env):
     manifest = write_manifest(tmp_path / "manifest.csv", rows, ["uri", "obj_id", "point"])
     fs.put(str(manifest), f"{s3_env}/in/manifest.csv")
     return f"s3://{s3_env}/in/manifest.csv", f"s3://{s3_env}/out"
-
-
-def cli(*args: str, env_extra: dict | None = None, home: Path | None = None, timeout: float = 300):
-    """Run ``fastsam2-batch ARGS`` in a clean shell-like environment (no RAY_* variables)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    if home is not None:
-        env["HOME"] = str(home)
-    env.update(env_extra or {})
-    return subprocess.run([str(BIN / "fastsam2-batch"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_submit_wait_runs_the_job_on_the_cluster_and_writes_to_s3(ray_head, s3_dataset, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from test_eval_davis import _two_object_sequence, read_stack, write_davis, write_run
+from davis_fixtures import read_stack, two_object_sequence, write_davis, write_run
 
 from fastsam2.cli.eval import eval_command
 from fastsam2.eval.evaluate import MEASURES
@@ -76,7 +76,7 @@ def test_side_by_side_gives_both_and_differences(tmp_path, shared_data):
 def test_eval_reads_run_from_s3_and_writes_there(s3_env, tmp_path):
     import s3fs
 
-    labels = _two_object_sequence()
+    labels = two_object_sequence()
     gt = write_davis(tmp_path / "gt", {"seq": labels})
     pred = {1: labels == 1, 2: np.roll(labels == 2, 3, axis=1)}
     local = write_run(tmp_path / "run", {"seq": pred})
@@ -108,7 +108,7 @@ def test_eval_reads_run_from_s3_and_writes_there(s3_env, tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, make_args, message):
-    labels = _two_object_sequence()
+    labels = two_object_sequence()
     write_davis(tmp_path / "gt", {"seq": labels})
     write_davis(tmp_path / "pred", {"seq": labels}, layout="")
     r = CliRunner().invoke(eval_command, make_args(tmp_path))
@@ -118,7 +118,7 @@ def test_bad_input_is_one_clear_line(tmp_path, make_args, message):
 
 
 def test_sequences_from_file_and_nan_free_json(tmp_path):
-    labels = _two_object_sequence()
+    labels = two_object_sequence()
     write_davis(tmp_path / "gt", {"a": labels, "b": labels, "short": labels[:2]})
     write_davis(tmp_path / "pred", {"a": labels, "b": labels, "short": labels[:2]}, layout="")
     (tmp_path / "val.txt").write_text("a\nshort\n")

@@ -4,63 +4,15 @@ run-Parquet predictions, and the protocol details (void, objects, frames) on tin
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-from pycocotools import mask as mask_utils
-from test_eval_metrics import official_f_measure
+from davis_fixtures import ellipse, read_stack, two_object_sequence, write_davis, write_run
+from davis_official import official_f_measure
 
 from fastsam2.eval import metrics
 from fastsam2.eval.evaluate import evaluate
 from fastsam2.eval.io import EvalError
-from fastsam2.schema import table_from_rows
-
-PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0, 0, 0] * 251 + [224, 224, 192]
-
-
-def write_png(path: Path, labels: np.ndarray, palette: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(labels.astype(np.uint8), mode="P" if palette else "L")
-    if palette:
-        im.putpalette(PALETTE)
-    im.save(path)
-
-
-def write_davis(
-    root: Path, seqs: dict[str, np.ndarray], palette: bool = True, layout: str = "Annotations/480p"
-) -> Path:
-    for name, stack in seqs.items():
-        for t, frame in enumerate(stack):
-            write_png(root / layout / name / f"{t:05d}.png", frame, palette)
-    return root
-
-
-def write_run(
-    root: Path, masks: dict[str, dict[int, np.ndarray]], skip: set[tuple[str, int, int]] = frozenset()
-) -> Path:
-    """A run output root with masks/<video>.parquet, masks given per video as {obj_id: (T, H, W)}."""
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    for video, objs in masks.items():
-        rows = []
-        for obj, stack in objs.items():
-            for t, m in enumerate(stack):
-                if (video, obj, t) in skip:
-                    continue
-                rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-                rows.append(
-                    dict(video_id=video, obj_id=obj, frame_idx=t, height=m.shape[0], width=m.shape[1],
-                         rle=rle["counts"].decode(), area=int(m.sum()), bbox=[0.0] * 4, score=1.0)
-                )  # fmt: skip
-        pq.write_table(table_from_rows("masks", rows), root / "masks" / f"{video}.parquet")
-    return root
-
-
-def read_stack(folder: Path) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
-
 
 # --------------------------------------------------------------------------- shared data
 
@@ -124,22 +76,9 @@ def test_run_parquet_equals_png_folder(shared_data, tmp_path):
 # --------------------------------------------------------------------------- protocol details
 
 
-def _ellipse(h, w, cy, cx, ry, rx):
-    yy, xx = np.mgrid[0:h, 0:w]
-    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-
-
-def _two_object_sequence(t=6, h=48, w=64):
-    labels = np.zeros((t, h, w), np.uint8)
-    for k in range(t):
-        labels[k][_ellipse(h, w, 20, 15 + k, 8, 10)] = 1
-        labels[k][_ellipse(h, w, 30, 45, 6, 6)] = 2
-    return labels
-
-
 def test_objects_from_first_frame_and_frames_dropped(tmp_path):
-    labels = _two_object_sequence()
-    labels[3][_ellipse(48, 64, 5, 5, 3, 3)] = 3  # appears later: not an object in DAVIS
+    labels = two_object_sequence()
+    labels[3][ellipse(48, 64, 5, 5, 3, 3)] = 3  # appears later: not an object in DAVIS
     gt = write_davis(tmp_path / "gt", {"seq": labels})
     pred = labels.copy()
     pred[pred == 3] = 0
@@ -156,7 +95,7 @@ def test_objects_from_first_frame_and_frames_dropped(tmp_path):
 
 
 def test_void_is_background_by_default_and_ignorable(tmp_path):
-    labels = _two_object_sequence()[:, :, :]
+    labels = two_object_sequence()[:, :, :]
     gt_labels = labels.copy()
     gt_labels[:, :, 50:] = np.where(gt_labels[:, :, 50:] == 0, 255, gt_labels[:, :, 50:])  # void band
     gt = write_davis(tmp_path / "gt", {"seq": gt_labels})
@@ -173,7 +112,7 @@ def test_void_is_background_by_default_and_ignorable(tmp_path):
 
 
 def test_binary_0_255_ground_truth_and_predictions(tmp_path):
-    fg = np.stack([_ellipse(40, 50, 20, 10 + 2 * k, 8, 9) for k in range(5)])
+    fg = np.stack([ellipse(40, 50, 20, 10 + 2 * k, 8, 9) for k in range(5)])
     gt = write_davis(tmp_path / "gt", {"s": fg.astype(np.uint8) * 255}, palette=False)
     write_davis(tmp_path / "pred", {"s": np.roll(fg, 1, axis=2).astype(np.uint8) * 255}, palette=False, layout="")
     res = evaluate(str(gt), [str(tmp_path / "pred")])[0]
@@ -183,7 +122,7 @@ def test_binary_0_255_ground_truth_and_predictions(tmp_path):
 
 
 def test_prediction_with_extra_object_is_an_error(tmp_path):
-    labels = _two_object_sequence()
+    labels = two_object_sequence()
     gt = write_davis(tmp_path / "gt", {"seq": labels})
     pred = labels.copy()
     pred[2][0:3, 0:3] = 3
@@ -193,7 +132,7 @@ def test_prediction_with_extra_object_is_an_error(tmp_path):
 
 
 def test_missing_objects_and_frames_in_a_run_count_as_empty(tmp_path):
-    labels = _two_object_sequence()
+    labels = two_object_sequence()
     gt = write_davis(tmp_path / "gt", {"seq": labels, "other": labels})
     # Only object 1, and frame 2 of it missing; sequence "other" absent altogether.
     run = write_run(tmp_path / "run", {"seq": {1: labels == 1}}, skip={("seq", 1, 2)})
@@ -208,7 +147,7 @@ def test_missing_objects_and_frames_in_a_run_count_as_empty(tmp_path):
 
 
 def test_size_mismatch_is_reported(tmp_path):
-    labels = _two_object_sequence()
+    labels = two_object_sequence()
     gt = write_davis(tmp_path / "gt", {"seq": labels})
     run = write_run(tmp_path / "run", {"seq": {1: np.zeros((6, 24, 32), bool)}})
     with pytest.raises(EvalError, match="32x24"):

@@ -2,77 +2,21 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from report_fixtures import DENSE_EVAL, MB, PRUNED_EVAL, VIDEOS, frame_ms, make_run, run_chromium, write_eval
 
-from fastsam2.eval.evaluate import SCORES_SCHEMA
 from fastsam2.cli.report import report_command
 from fastsam2.report.queries import build_report, one_liners
-from fastsam2.schema import COMPONENTS, table_from_rows
-
-VIDEOS = {"car-shadow": 6, "dog": 8}
-MB = 1024 * 1024
-WHEN = dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc)
-
-
-def frame_ms(scale: float, i: int) -> dict[str, float]:
-    """Component times of frame i; ms_total adds 2 ms not attributed to any component."""
-    ms = {f"ms_{c}": (k + 1) * scale + 0.25 * i for k, c in enumerate(COMPONENTS)}
-    ms["ms_total"] = sum(ms.values()) + 2.0
-    return ms
-
-
-def make_run(
-    root: Path, keep: float, scale: float, videos=VIDEOS, failed: str | None = None, hive: bool = False
-) -> Path:
-    for t in ("frames", "videos", "errors"):
-        (root / t).mkdir(parents=True, exist_ok=True)
-    for v, n in videos.items():
-        rows = [
-            dict(video_id=v, frame_idx=i, **frame_ms(scale, i), tokens_kept=int(4096 * keep), tokens_total=4096,
-                 memory_bank_bytes=int(min(i + 1, 4) * MB * keep), memory_bytes=int((1000 + 10 * i) * MB * keep))
-            for i in range(n)
-        ]  # fmt: skip
-        folder = root / "frames" / "day=2026-11-23" if hive else root / "frames"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table_from_rows("frames", rows), folder / f"{v}.parquet")
-        video = dict(video_id=v, uri=f"s3://videos/{v}.mp4", status="done", num_frames=n, num_objects=1,
-                     keep_ratio=keep, run_id=root.name, finished_at=WHEN)  # fmt: skip
-        pq.write_table(table_from_rows("videos", [video]), root / "videos" / f"{v}.parquet")
-    if failed:
-        err = dict(video_id=failed, uri=f"s3://videos/{failed}.mp4", stage="decode", error_type="ValueError",
-                   message="corrupt stream", run_id=root.name, failed_at=WHEN)  # fmt: skip
-        pq.write_table(table_from_rows("errors", [err]), root / "errors" / f"{failed}.parquet")
-    return root
-
-
-def write_eval(run: Path, scores: dict[tuple[str, int], tuple[float, float]], n: int = 4) -> None:
-    """Eval rows as ``eval --out RUN/eval`` writes them: constant J, F per (sequence, object)."""
-    rows = [
-        dict(pred=str(run.resolve()), pred_label=run.name, gt="/gt", sequence=s, obj_id=o, frame_idx=t,
-             frame=f"{t:05d}", J=j, F=f)
-        for (s, o), (j, f) in scores.items()
-        for t in range(1, n + 1)
-    ]  # fmt: skip
-    (run / "eval").mkdir(exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCORES_SCHEMA), run / "eval" / "scores.parquet")
-
-
-DENSE_EVAL = {("car-shadow", 1): (0.9, 0.8), ("dog", 1): (0.7, 0.6), ("dog", 2): (0.5, 0.4)}
-PRUNED_EVAL = {("car-shadow", 1): (0.88, 0.79), ("dog", 1): (0.66, 0.6), ("dog", 2): (0.5, 0.3)}
+from fastsam2.schema import COMPONENTS
 
 
 def expected_jf(scores):
@@ -201,27 +145,9 @@ def test_html_is_self_contained_with_plots(runs, tmp_path):
     assert "read_parquet(" in page  # the DuckDB one-liners
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _run_chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium; .ci/run installs it)")
-    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}"]  # fmt: skip
-    return subprocess.run(base + args, capture_output=True, text=True, timeout=120)
-
-
 def test_html_plots_render_in_headless_chromium(runs, tmp_path):
     out, _ = _html(runs, tmp_path)
-    dom = _run_chromium(["--virtual-time-budget=5000", "--dump-dom", out.as_uri()], tmp_path).stdout
+    dom = run_chromium(["--virtual-time-budget=5000", "--dump-dom", out.as_uri()], tmp_path).stdout
     # The page's own check ran in the browser: every plot laid out with visible marks.
     body = re.search(r"<body[^>]*>", dom).group(0)
     assert f'data-plots="{N_PLOTS}"' in body, body
@@ -232,7 +158,7 @@ def test_html_plots_render_in_headless_chromium(runs, tmp_path):
     assert all(int(w) > 300 and int(h) > 200 for w, h in sizes)
 
     shot = tmp_path / "shot.png"
-    _run_chromium(["--window-size=1400,1800", f"--screenshot={shot}", out.as_uri()], tmp_path)
+    run_chromium(["--window-size=1400,1800", f"--screenshot={shot}", out.as_uri()], tmp_path)
     img = np.asarray(Image.open(shot).convert("RGB"))
     colours = {tuple(c) for c in img.reshape(-1, 3)[::7]}
     assert len(colours) > 50, "screenshot looks blank"

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from test_report import DENSE_EVAL, PRUNED_EVAL, _run_chromium, make_run, write_eval
+from report_fixtures import DENSE_EVAL, PRUNED_EVAL, make_run, run_chromium, write_eval
 
 from fastsam2.report import svg
 from fastsam2.cli.report import report_command
@@ -108,14 +108,14 @@ def test_random_marking_renders_in_headless_chromium(runs, tmp_path):
     out = tmp_path / "report.html"
     r = CliRunner().invoke(report_command, [*[str(x) for x in runs], "--html", str(out)])
     assert r.exit_code == 0, r.output
-    dom = _run_chromium(["--virtual-time-budget=5000", "--dump-dom", out.as_uri()], tmp_path).stdout
+    dom = run_chromium(["--virtual-time-budget=5000", "--dump-dom", out.as_uri()], tmp_path).stdout
     body = re.search(r"<body[^>]*>", dom).group(0)
     n = int(re.search(r'data-plots="(\d+)"', body).group(1))
     assert f'data-plots-rendered="{n}"' in body, body
     banner = re.search(r"<p class=\"banner\" id=\"random-weights\">(.*?)</p>", dom, re.S)
     assert banner and "RANDOM WEIGHTS: pruned50, pruned50b" in banner.group(1)
     shot = tmp_path / "shot.png"
-    _run_chromium(["--window-size=1400,900", f"--screenshot={shot}", out.as_uri()], tmp_path)
+    run_chromium(["--window-size=1400,900", f"--screenshot={shot}", out.as_uri()], tmp_path)
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     red = np.all(np.abs(img - (0xB0, 0x00, 0x20)) <= 8, axis=-1)
     assert red[:300].sum() > 200, "the red banner is not on screen at the top of the page"

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_eval_davis import _two_object_sequence, write_davis, write_run
+from davis_fixtures import two_object_sequence, write_davis, write_run
 
 from fastsam2.eval.evaluate import evaluate, write_scores
 from fastsam2.storage import canonical_uri, fs_and_path, join, list_parquet, read_table
@@ -53,7 +53,7 @@ def test_eval_reads_s3a_through_storage_options(s3_only_through_options, tmp_pat
     import s3fs
 
     bucket, opts = s3_only_through_options
-    labels = _two_object_sequence()
+    labels = two_object_sequence()
     gt = write_davis(tmp_path / "gt", {"seq": labels})
     local = write_run(tmp_path / "run", {"seq": {1: labels == 1, 2: np.roll(labels == 2, 3, axis=1)}})
     fs = s3fs.S3FileSystem(**opts)
