@@ -70,3 +70,46 @@ def test_eval_reads_s3a_through_storage_options(s3_only_through_options, tmp_pat
     with fs.open(f"{bucket}/run/eval/scores.parquet", "rb") as fh:
         scores = pq.read_table(fh)
     assert target.endswith("/eval/scores.parquet") and scores.num_rows == got.scores_table().num_rows > 0
+
+
+def test_eval_and_report_commands_reach_s3_only_through_the_flag(s3_only_through_options, tmp_path):
+    import s3fs
+
+    from helpers import invoke
+
+    bucket, opts = s3_only_through_options
+    labels = two_object_sequence()
+    gt = write_davis(tmp_path / "gt", {"seq": labels})
+    local = write_run(tmp_path / "run", {"seq": {1: labels == 1, 2: labels == 2}})
+    fs = s3fs.S3FileSystem(**opts)
+    fs.put(str(gt), f"{bucket}/gt", recursive=True)
+    fs.put(str(local / "masks" / "seq.parquet"), f"{bucket}/run/masks/seq.parquet")
+    flag = ["--storage-options", json.dumps(opts)]
+
+    r = invoke("eval", "--gt", f"s3://{bucket}/gt", "--pred", f"s3://{bucket}/run", "--out", f"s3://{bucket}/run/eval",
+               "--json", f"s3://{bucket}/jf.json", *flag)
+    assert r.exit_code == 0, r.output
+    assert json.loads(fs.cat_file(f"{bucket}/jf.json"))["J&F-Mean"] == pytest.approx(1.0)
+    assert fs.exists(f"{bucket}/run/eval/scores.parquet")
+
+    from report_fixtures import make_run
+
+    fs.put(str(make_run(tmp_path / "fake-run", keep=0.3, scale=1.0)), f"{bucket}/fake-run", recursive=True)
+    r = invoke("report", f"s3://{bucket}/fake-run", "--html", f"s3://{bucket}/report.html",
+               "--json", f"s3://{bucket}/report.json", *flag)
+    assert r.exit_code == 0, r.output
+    assert b"<svg" in fs.cat_file(f"{bucket}/report.html")
+    assert json.loads(fs.cat_file(f"{bucket}/report.json"))["runs"][0]["videos"] == 2
+
+    r = invoke("eval", "--gt", f"s3://{bucket}/gt", "--pred", f"s3://{bucket}/run")  # the flag left out
+    assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("command", [["eval", "--gt", "g", "--pred", "p"], ["report", "r"], ["export", "r", "-o", "o"],
+                                     ["run", "i", "-o", "o", "--random-weights"]])
+@pytest.mark.parametrize("value,message", [("{nope", "not valid JSON"), ('["anon"]', "must be a JSON object")])
+def test_every_command_checks_storage_options_the_same_way(command, value, message):
+    from helpers import invoke
+
+    r = invoke(*command, "--storage-options", value)
+    assert r.exit_code == 2 and message in r.output and "--storage-options" in r.output, r.output

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from fastsam2.eval.evaluate import MEASURES, EvalResult, evaluate, results_json, write_scores
-from fastsam2.eval.io import EvalError, filesystem, read_run_table
+from fastsam2.cli.storage_options import storage_options_option
+from fastsam2.eval.io import EvalError, read_run_table
+from fastsam2.storage import fs_and_path
 
 
 def _console(stderr: bool = False) -> Console:
@@ -30,21 +32,21 @@ def _fmt(v: float | None, signed: bool = False) -> str:
 RANDOM_JF = "random weights: meaningless"
 
 
-def _random_weights(uri: str) -> bool:
+def _random_weights(uri: str, storage_options: dict | None = None) -> bool:
     """Whether a run's videos/ rows say it had random weights (a PNG folder never says so)."""
     try:
-        t = read_run_table(uri, "videos", columns=["random_weights"])
+        t = read_run_table(uri, "videos", columns=["random_weights"], storage_options=storage_options)
     except (OSError, EvalError):
         return False
     return t is not None and any(t["random_weights"].to_pylist())
 
 
-def _parse_sequences(value: str | None) -> list[str] | None:
+def _parse_sequences(value: str | None, storage_options: dict | None = None) -> list[str] | None:
     """Comma-separated names, or a file with one name per line (e.g. ImageSets/2016/val.txt)."""
     if not value:
         return None
     if "," not in value and (value.endswith(".txt") or "/" in value):
-        fs, path = filesystem(value)
+        fs, path = fs_and_path(value, storage_options)
         if not fs.exists(path):
             raise EvalError(f"sequence list not found: {value}")
         with fs.open(path, "r") as fh:
@@ -139,6 +141,7 @@ def global_compare_table(results: Sequence[EvalResult]) -> Table:
     is_flag=True,
     help="Reproduce the official uint8 wrap of decay bins (sequences > 256 frames).",
 )
+@storage_options_option
 def eval_command(
     gt_root: str,
     preds: tuple[str, ...],
@@ -149,6 +152,7 @@ def eval_command(
     void: str,
     strict: bool,
     legacy_decay_bins: bool,
+    storage_options: dict | None,
 ) -> None:
     """Score predictions against DAVIS ground truth with J and F exactly as DAVIS 2017 defines them."""
     out = _console()
@@ -158,13 +162,13 @@ def eval_command(
     start = time.perf_counter()
     try:
         results = evaluate(
-            gt_root, list(preds), _parse_sequences(sequences), bound_th=bound_th,
-            void=void, strict=strict, legacy_uint8=legacy_decay_bins,
+            gt_root, list(preds), _parse_sequences(sequences, storage_options), bound_th=bound_th,
+            void=void, strict=strict, legacy_uint8=legacy_decay_bins, storage_options=storage_options,
         )  # fmt: skip
     except (EvalError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     elapsed = time.perf_counter() - start
-    random = [r.label for uri, r in zip(preds, results) if _random_weights(uri)]
+    random = [r.label for uri, r in zip(preds, results) if _random_weights(uri, storage_options)]
 
     if len(results) == 1:
         out.print(single_table(results[0]))
@@ -188,11 +192,11 @@ def eval_command(
 
     try:
         if json_path:
-            fs, path = filesystem(json_path)
+            fs, path = fs_and_path(json_path, storage_options)
             with fs.open(path, "w") as fh:
                 json.dump(results_json(results), fh, indent=2, allow_nan=False)
             err.print(f"wrote {json_path}")
         if out_uri:
-            err.print(f"wrote {write_scores(results, out_uri)}")
+            err.print(f"wrote {write_scores(results, out_uri, storage_options)}")
     except (OSError, EvalError) as exc:
         raise click.ClickException(f"cannot write output: {exc}") from None

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from fastsam2.cli.storage_options import storage_options_option
 from fastsam2.export import FORMATS, ExportError, export_run, load_category_map
 
 RANDOM_NOTE = "note: this run used RANDOM WEIGHTS; the exported masks are meaningless (plumbing only)"
@@ -25,18 +24,14 @@ RANDOM_NOTE = "note: this run used RANDOM WEIGHTS; the exported masks are meanin
 @click.option("--sav-suffix", type=click.Choice(["auto", "manual"]), default="auto",
               help="sa-v: file name <video>_<suffix>.json; 'manual' is what SAM2's training loader reads.")
 @click.option("--frame-ext", default="jpg", help="coco-video: frame file names <video>/<frame:05d>.<ext>.")
-@click.option("--storage-options", help="JSON of fsspec/s3fs options for s3:// runs and outputs.",
-              show_default="none")
+@storage_options_option
 def export_command(run: str, fmt: str, output: str, category_map: str | None, videos: str | None, every: int,
-                   sav_suffix: str, frame_ext: str, storage_options: str | None) -> None:
+                   sav_suffix: str, frame_ext: str, storage_options: dict | None) -> None:
     """Export RUN (a run's output root, local or s3://) to a format training code reads.
 
     Reads the run one video at a time; only finished videos (with a videos/ row) are exported.
     """
-    try:
-        opts = json.loads(storage_options) if storage_options else None
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--storage-options") from None
+    opts = storage_options
     if every < 1:
         raise click.BadParameter("must be >= 1", param_hint="--every")
     try:

@@ -8,12 +8,13 @@ command modules so ``run`` and ``submit`` share them without importing each othe
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
+from fastsam2.cli.storage_options import HELP as STORAGE_HELP
+from fastsam2.cli.storage_options import JsonObject
 from fastsam2.config import ConfigError, JobConfig, StageResources, load_config
 from fastsam2.stage_specs import STAGE_SPECS, STAGES
 
@@ -76,7 +77,7 @@ def job_options(fn):
         click.option("--caption-model", help="Captioning model."),
         click.option("--caption-endpoint", help="OpenAI-compatible endpoint URL for --caption-backend openai."),
         click.option("--max-frames", type=click.IntRange(min=1), help="Track at most this many frames per video (none: all)."),
-        click.option("--storage-options", help="JSON of fsspec/s3fs options, e.g. '{\"anon\": false}'."),
+        click.option("--storage-options", type=JsonObject(), help=STORAGE_HELP),
         click.option("--track-gpus", type=float, help="GPUs per SAM2 actor (fractional allowed)."),
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
         click.option("--videos-per-actor", type=int, help="Videos each SAM2 actor tracks in lockstep, one batched image-encoder call per step (e.g. 4 on a GPU; raises the track batch size to match)."),
@@ -211,17 +212,11 @@ def flag_overrides(inputs: tuple[str, ...], **kw: Any) -> dict:
     """The job options as overrides of a JobConfig (None: not given, ``--config``'s value stays)."""
     point = _floats(kw.get("point"), 2, "--point")
     box = _floats(kw.get("box"), 4, "--box")
-    storage_options = None
-    if kw.get("storage_options"):
-        try:
-            storage_options = json.loads(kw["storage_options"])
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"--storage-options is not valid JSON: {exc}") from None
     prompts_mode = kw.get("prompts")
     if prompts_mode is None and (point or box):
         prompts_mode = "user"
     over: dict = {"inputs": list(inputs) or None, "resources": _resource_overrides(kw.get("resource_overrides") or ())}
-    parsed = {"point": point, "box": box, "storage_options": storage_options, "prompts": prompts_mode}
+    parsed = {"point": point, "box": box, "prompts": prompts_mode}
     for flag, path in FLAG_FIELDS.items():
         value = parsed[flag] if flag in parsed else kw.get(flag)
         if value is not None:

@@ -10,10 +10,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from fastsam2.eval.io import EvalError, filesystem
+from fastsam2.cli.storage_options import storage_options_option
+from fastsam2.eval.io import EvalError
 from fastsam2.report.html import MB, render_html
 from fastsam2.report.queries import RANDOM_JF, RANDOM_MARK, Report, build_report, one_liners
 from fastsam2.schema import COMPONENTS
+from fastsam2.storage import fs_and_path
 
 
 def _f(v, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
@@ -112,6 +114,7 @@ def _clean(rows: list[dict]) -> list[dict]:
 )
 @click.option("--json", "json_path", help="Write the per-run and per-video rows as JSON.")
 @click.option("--videos/--no-videos", default=True, show_default=True, help="Print the per-video table.")
+@storage_options_option
 def report_command(
     runs: tuple[str, ...],
     html_path: str | None,
@@ -119,11 +122,12 @@ def report_command(
     eval_uris: tuple[str, ...],
     json_path: str | None,
     videos: bool,
+    storage_options: dict | None,
 ) -> None:
     """Summarise runs with DuckDB over their Parquet output (local or s3://)."""
     console = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
     try:
-        report = build_report(list(runs), baseline, list(eval_uris))
+        report = build_report(list(runs), baseline, list(eval_uris), storage_options)
     except EvalError as exc:
         raise click.ClickException(str(exc)) from None
     if banner := random_banner(report):
@@ -136,12 +140,12 @@ def report_command(
         console.print(f"[red]{len(report.errors)} error row(s)[/]: see the Videos table or errors/*.parquet")
     try:
         if html_path:
-            fs, path = filesystem(html_path)
+            fs, path = fs_and_path(html_path, storage_options)
             with fs.open(path, "w", encoding="utf-8") as fh:
                 fh.write(render_html(report, one_liners([r.uri for r in report.runs])))
             console.print(f"wrote {html_path}")
         if json_path:
-            fs, path = filesystem(json_path)
+            fs, path = fs_and_path(json_path, storage_options)
             doc = {"baseline": report.baseline, "runs": _clean(report.run_rows), "videos": _clean(report.video_rows)}
             with fs.open(path, "w") as fh:
                 json.dump(doc, fh, indent=2, default=_json_default)

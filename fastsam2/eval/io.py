@@ -13,7 +13,6 @@ import posixpath
 from collections.abc import Callable
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -25,11 +24,6 @@ _READ_THREADS = 8
 
 class EvalError(Exception):
     """Bad input to eval/report: shown to the user as one line, without a traceback."""
-
-
-def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem for a URI and the path to use with it (:func:`fastsam2.storage.fs_and_path`)."""
-    return fs_and_path(uri, storage_options)
 
 
 def display_name(uri: str) -> str:
