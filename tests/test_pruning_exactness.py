@@ -72,3 +72,16 @@ def test_keep_one_is_stock_bit_for_bit(video, stock):
 def test_pruned_code_path_with_every_token_kept_is_stock(video, stock):
     ours = track(PREDICTOR_TARGET, video, keep_ratio=1.0, subset_at_full_keep=True)
     assert_identical(stock, ours)
+
+
+def test_the_neck_hands_out_its_cached_encodings_without_copying_them():
+    """Our predictor's image-encoder positions are views of sam2's cache (same values as
+    stock's per-frame copies, no new memory per frame); the bit-for-bit tests above hold with it."""
+    stock_neck, ours_neck = tiny_sam2(STOCK_PREDICTOR).image_encoder.neck, tiny_sam2(PREDICTOR_TARGET).image_encoder.neck
+    x = torch.zeros(2, 8, 64, 64)
+    first, second = ours_neck.position_encoding(x), ours_neck.position_encoding(x)
+    assert first.data_ptr() == second.data_ptr()  # the cache itself: nothing copied on the second frame
+    assert first.untyped_storage().nbytes() == first[0].numel() * first.element_size()  # one copy for the batch
+    want = stock_neck.position_encoding(x)
+    assert want.data_ptr() != stock_neck.position_encoding(x).data_ptr()  # stock copies every call
+    assert torch.equal(first, want) and torch.equal(ours_neck.position_encoding(x), want)
