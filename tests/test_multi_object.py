@@ -305,6 +305,34 @@ def test_late_objects_fill_only_the_free_slots(crowd, caplog):
     assert [o.objectness for o in roomy(2, crowd.frames[2], tracked, next_id=3)] == pytest.approx([0.95, 0.85, 0.7])
 
 
+def test_late_text_selection_loads_clip_only_for_candidates(crowd):
+    """In a text run the scorer is asked for only when a detection frame has new candidates; the
+    phrase then picks them by the first frame's rule (here: threshold -1, every candidate matches)."""
+    from fastsam2.config import VideoTask
+    from fastsam2.models.factory import load_clip
+    from fastsam2.prompts.grounding import RegionTextScorer
+
+    loads = []
+
+    def scorer():
+        loads.append(1)
+        return RegionTextScorer(load_clip("fastsam2-tiny", None, random_weights=True))
+
+    det = NewObjectDetector(ObjectnessByShape(crowd, LATE), GroundTruthMasker(crowd), MultiObjectSettings(),
+                            text_scorer=scorer, text_threshold=-1.0)
+    task = VideoTask(video_id="crowd", uri="x", prompt_source="text", text="a red disc")
+    bound = det.for_video(task)
+    tracked = np.stack([crowd.masks[1] == k for k in (1, 2)])
+    assert bound(1, crowd.frames[1], tracked, next_id=3) == [] and loads == []  # nothing entered yet
+    new = bound(2, crowd.frames[2], tracked, next_id=3)
+    assert loads == [1] and len(new) == 3
+    assert all(o.source == "text" and o.text == "a red disc" and o.clip_score is not None for o in new)
+    assert [o.clip_score for o in new] == sorted((o.clip_score for o in new), reverse=True)
+    # Without a phrase (an auto run) no scorer is asked for.
+    auto = det.for_video(VideoTask(video_id="crowd", uri="x", prompt_source="auto"))
+    assert len(auto(2, crowd.frames[2], tracked, next_id=3)) == 3 and loads == [1]
+
+
 def _crowd_task(crowd, tmp_path, text=None):
     """The crowd video as JPEG frames, its two first-frame shapes as prompts (by the ground truth)."""
     write_frames(crowd, tmp_path / "d")
