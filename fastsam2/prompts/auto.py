@@ -24,8 +24,8 @@ import numpy as np
 from fastsam2.config import PromptConfig, VideoTask
 from fastsam2.prompts.caption import Captioner, region_jpeg
 from fastsam2.prompts.click import CoarseMasker
-from fastsam2.prompts.grounding import RegionTextScorer, candidate_settings, grounded_prompts, select_by_text
-from fastsam2.prompts.multi import MultiObjectSettings, apply_captions, find_objects, found_to_prompts
+from fastsam2.prompts.grounding import RegionTextScorer, candidate_settings, select_by_text
+from fastsam2.prompts.multi import MultiObjectSettings, apply_captions, find_objects, found_to_prompts, grounded_prompts
 from fastsam2.prompts.proposals import Proposer
 from fastsam2.prompts.region import region_image
 

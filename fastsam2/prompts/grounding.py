@@ -12,9 +12,10 @@ line rather than guessing.
 
 The same rule picks objects that enter later in a text run
 (:class:`~fastsam2.prompts.multi.NewObjectDetector`): :func:`candidate_settings`,
-:func:`matching` and :func:`grounded_prompts` are shared by the first frame and
-every detection frame, which only differ in that a frame without a match is an
-error on the first frame and nothing new later.
+:func:`rank_by_text`, :func:`matching` and
+:func:`~fastsam2.prompts.multi.grounded_prompts` serve the first frame and every
+detection frame alike; a frame where nothing matches is an error on the first
+frame (:func:`select_by_text`) and just nothing new later.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
-from fastsam2.config import ObjectPrompt
 from fastsam2.models.factory import ClipBundle
-from fastsam2.prompts.multi import FoundObject, MultiObjectSettings, found_to_prompts
 from fastsam2.prompts.region import crop_with_margin, pad_to_square
+
+if TYPE_CHECKING:  # fastsam2.prompts.multi uses this module (late objects in a text run)
+    from fastsam2.prompts.multi import FoundObject, MultiObjectSettings
 
 
 #: Candidates per object wanted when a phrase selects: the phrase chooses among more objects than it keeps.
@@ -109,11 +112,3 @@ def select_by_text(frame: np.ndarray, found: Sequence[FoundObject], text: str, s
         raise NoMatchingObject(f"no proposed object matches {text!r} at CLIP score >= {threshold:g} "
                                f"(best of {len(ranked)}: {best})")
     return kept
-
-
-def grounded_prompts(picked: Sequence[Grounded], frame_idx: int, first_id: int, text: str) -> list[ObjectPrompt]:
-    """Object prompts of the objects a phrase selected: source ``text``, the phrase their text, their CLIP score."""
-    prompts = found_to_prompts([g.obj for g in picked], frame_idx, first_id, text, source="text")
-    for obj, g in zip(prompts, picked):
-        obj.clip_score = g.clip_score
-    return prompts

@@ -31,8 +31,8 @@ from fastsam2.prompts.click import CoarseMasker, clip_mask_to_box, representativ
 from fastsam2.prompts.proposals import BoxFilter, NoProposalError, Proposer, filter_proposals
 from fastsam2.prompts.refine import refine_caption
 
-if TYPE_CHECKING:  # grounding imports this module
-    from fastsam2.prompts.grounding import RegionTextScorer
+if TYPE_CHECKING:
+    from fastsam2.prompts.grounding import Grounded, RegionTextScorer
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,15 @@ def found_to_prompts(found: Sequence[FoundObject], frame_idx: int, first_id: int
             for i, f in enumerate(found)]
 
 
+def grounded_prompts(picked: Sequence[Grounded], frame_idx: int, first_id: int, text: str) -> list[ObjectPrompt]:
+    """Object prompts of the objects a phrase selected (:mod:`fastsam2.prompts.grounding`): source
+    ``text``, the phrase their text, their CLIP score."""
+    prompts = found_to_prompts([g.obj for g in picked], frame_idx, first_id, text, source="text")
+    for obj, g in zip(prompts, picked):
+        obj.clip_score = g.clip_score
+    return prompts
+
+
 def apply_captions(objects: Sequence[ObjectPrompt], captions: Sequence[str]) -> None:
     """Each object's caption, refined to its own phrase (its router text, at most 6 words)."""
     for obj, caption in zip(objects, captions):
@@ -236,7 +245,7 @@ class NewObjectDetector:
 
     def _grounded(self, frame_idx: int, rgb: np.ndarray, tracked: np.ndarray, next_id: int) -> list[ObjectPrompt]:
         """New objects the phrase selects, best CLIP score first (the first frame's rule; none is no error)."""
-        from fastsam2.prompts.grounding import candidate_settings, grounded_prompts, matching, rank_by_text
+        from fastsam2.prompts.grounding import candidate_settings, matching, rank_by_text  # torch, PIL: on use
 
         found = objects_on_frame(rgb, self.proposer, self.masker, candidate_settings(self.settings),
                                  exclude=list(tracked), exclude_iou=self.new_object_iou)
