@@ -195,10 +195,15 @@ class TrackStage:
         _set_threads(self.cfg, self.spec.name)
         self.sam2 = load_tracker_sam2(self.cfg)
         self.tracker = build_tracker(self.cfg, self.sam2)
+        self._scorer = None  # CLIP region-text scorer: a phrase selects late objects too
         self.detector = self._new_object_detector() if self.cfg.prompts.detect_every else None
 
+    #: The propose stage's lazy CLIP scorer (one home for loading it and its one-line error).
+    _text_scorer = ProposeStage._text_scorer
+
     def _new_object_detector(self):
-        """Proposer, coarse masker (sharing the tracker's SAM2) and captioner for objects that enter later."""
+        """Proposer, coarse masker (sharing the tracker's SAM2), captioner and (lazy) CLIP scorer
+        for objects that enter later."""
         from fastsam2.prompts.captioners import make_captioner
         from fastsam2.prompts.click import CoarseMasker
         from fastsam2.prompts.multi import NewObjectDetector
@@ -210,7 +215,8 @@ class TrackStage:
         if p.caption_backend != "none" and not p.text:
             captioner = make_captioner(p.caption_backend, p.caption_model, p.caption_endpoint,
                                        random_weights=m.random_weights, device=m.device)
-        return NewObjectDetector(proposer, masker, multi_object_settings(self.cfg), p.new_object_iou, captioner)
+        return NewObjectDetector(proposer, masker, multi_object_settings(self.cfg), p.new_object_iou, captioner,
+                                 text_scorer=self._text_scorer, text_threshold=p.text_threshold)
 
     def _progress_hook(self, task: VideoTask):
         """Called as ``hook(frames_done, num_frames)`` after each tracked frame; None: no hook.

@@ -7,6 +7,8 @@ needs proposals that hit the synthetic shapes, the proposer is
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -247,3 +249,182 @@ def test_late_object_starts_on_its_own_frame(video, masker, tmp_path, bidirectio
     write_video(root, task.video_id, {"errors": err})
     import os
     assert not os.path.exists(f"{root}/objects/{task.video_id}.parquet")
+
+
+# --- Limits of late detection: --max-objects caps a video's objects; a phrase selects late objects too ---
+
+CROWD_FRAMES = 4  # two shapes from frame 0, three more enter at frame 2 (the only detection frame)
+LATE = {3: 0.7, 4: 0.95, 5: 0.85}  # objectness the double gives each entering shape
+
+
+@pytest.fixture(scope="module")
+def crowd():
+    from fastsam2.synthetic import make_video
+
+    return make_video("crowd", num_frames=CROWD_FRAMES, height=96, width=128, num_objects=5, seed=1,
+                      appear_at={k: 2 for k in LATE})
+
+
+class ObjectnessByShape:
+    """The ground-truth proposer (test double) reporting only ``scores``' shapes, each with its own
+    objectness (the double's own is 0.99 for all), and counting its calls."""
+
+    def __init__(self, video, scores: dict[int, float]):
+        self.inner = GroundTruthProposer(video, only=set(scores))
+        self.scores = scores
+        self.calls = 0
+
+    def propose(self, frame):
+        self.calls += 1
+        props = self.inner.propose(frame)
+        if not props:
+            return []
+        assert len(props) == len(self.scores), "every shape of the double must be on the detection frame"
+        return [Proposal(p.box, self.scores[k]) for p, k in zip(props, sorted(self.scores))]
+
+
+def _box_of(video, frame_idx, label):
+    ys, xs = np.nonzero(video.masks[frame_idx] == label)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def test_late_objects_fill_only_the_free_slots(crowd, caplog):
+    """--max-objects caps the video's objects in total: new ones fill the free slots, best objectness
+    first, the rest are logged; a full video runs no detection at all."""
+    proposer = ObjectnessByShape(crowd, LATE)
+    det = NewObjectDetector(proposer, GroundTruthMasker(crowd), MultiObjectSettings(max_objects=3))
+    tracked = np.stack([crowd.masks[2] == k for k in (1, 2)])
+    with caplog.at_level("WARNING", logger="fastsam2.prompts.multi"):
+        new = det(2, crowd.frames[2], tracked, next_id=3)
+    assert [o.box for o in new] == [_box_of(crowd, 2, 4)] and new[0].objectness == pytest.approx(0.95)
+    assert "2 more new object(s) not tracked, --max-objects 3 reached" in caplog.text
+    full = np.concatenate([tracked, (crowd.masks[2] == 4)[None]])
+    assert det(2, crowd.frames[2], full, next_id=4) == [] and proposer.calls == 1  # no proposals once full
+    # With room for all, all three come, best objectness first.
+    roomy = NewObjectDetector(ObjectnessByShape(crowd, LATE), GroundTruthMasker(crowd), MultiObjectSettings(max_objects=5))
+    assert [o.objectness for o in roomy(2, crowd.frames[2], tracked, next_id=3)] == pytest.approx([0.95, 0.85, 0.7])
+
+
+def test_late_text_selection_loads_clip_only_for_candidates(crowd):
+    """In a text run the scorer is asked for only when a detection frame has new candidates; the
+    phrase then picks them by the first frame's rule (here: threshold -1, every candidate matches)."""
+    from fastsam2.config import VideoTask
+    from fastsam2.models.factory import load_clip
+    from fastsam2.prompts.grounding import RegionTextScorer
+
+    loads = []
+
+    def scorer():
+        loads.append(1)
+        return RegionTextScorer(load_clip("fastsam2-tiny", None, random_weights=True))
+
+    det = NewObjectDetector(ObjectnessByShape(crowd, LATE), GroundTruthMasker(crowd), MultiObjectSettings(),
+                            text_scorer=scorer, text_threshold=-1.0)
+    task = VideoTask(video_id="crowd", uri="x", prompt_source="text", text="a red disc")
+    bound = det.for_video(task)
+    tracked = np.stack([crowd.masks[1] == k for k in (1, 2)])
+    assert bound(1, crowd.frames[1], tracked, next_id=3) == [] and loads == []  # nothing entered yet
+    new = bound(2, crowd.frames[2], tracked, next_id=3)
+    assert loads == [1] and len(new) == 3
+    assert all(o.source == "text" and o.text == "a red disc" and o.clip_score is not None for o in new)
+    assert [o.clip_score for o in new] == sorted((o.clip_score for o in new), reverse=True)
+    # Without a phrase (an auto run) no scorer is asked for.
+    auto = det.for_video(VideoTask(video_id="crowd", uri="x", prompt_source="auto"))
+    assert len(auto(2, crowd.frames[2], tracked, next_id=3)) == 3 and loads == [1]
+
+
+def _crowd_task(crowd, tmp_path, text=None):
+    """The crowd video as JPEG frames, its two first-frame shapes as prompts (by the ground truth)."""
+    write_frames(crowd, tmp_path / "d")
+    task = discover([str(tmp_path / "d" / "JPEGImages" / "480p" / crowd.name)])[0]
+    _, _, found = find_objects(iter(crowd.frames), GroundTruthProposer(crowd), GroundTruthMasker(crowd),
+                               MultiObjectSettings())
+    assert len(found) == 2
+    task.prompt_source = "text" if text else "auto"
+    task.text = text
+    task.objects = found_to_prompts(found, 0, 1, text, source=task.prompt_source)
+    return task
+
+
+def _crowd_config(tmp_path, **prompts) -> JobConfig:
+    return JobConfig(inputs=["x"], output=str(tmp_path / "o"), model={"random_weights": True, "image_size": 128, "device": "cpu"},
+                     pruning={"keep_ratio": 1.0, "clip_model": "fastsam2-tiny"},
+                     prompts={"detect_every": 2, "caption_backend": "none", **prompts})
+
+
+def _track_stage(crowd, cfg: JobConfig):
+    """The real track actor (random SAM2, random RPN built), its late-object proposer and coarse
+    masker then replaced by the ground-truth test doubles (no trained weights here)."""
+    from fastsam2.stages import TrackStage
+
+    stage = TrackStage(cfg.model_dump_json())
+    stage.detector.proposer = ObjectnessByShape(crowd, LATE)
+    stage.detector.masker = GroundTruthMasker(crowd)
+    return stage
+
+
+def _tracked(stage, task):
+    """Run the track actor on one video; its tables as rows."""
+    from fastsam2.output import from_ipc
+    from fastsam2.stages import _rows
+
+    out = stage(_rows([task]))
+    return {name: from_ipc(data).to_pylist() for name, data in out["payload"][0].items() if data is not None}
+
+
+def test_more_late_objects_than_the_cap_allows(crowd, tmp_path):
+    """Through the track actor: 2 objects + 3 entering, --max-objects 4 -> exactly 4 objects, the late
+    two the best by objectness; no CLIP loaded (no phrase)."""
+    task = _crowd_task(crowd, tmp_path)
+    stage = _track_stage(crowd, _crowd_config(tmp_path, max_objects=4))
+    tables = _tracked(stage, task)
+    assert "errors" not in tables, tables.get("errors")
+    objects = tables["objects"]
+    assert tables["videos"][0]["num_objects"] == 4 == len(objects)
+    late = [o for o in objects if o["prompt_frame_idx"] == 2]
+    assert [o["obj_id"] for o in late] == [3, 4]
+    assert [o["box"] for o in late] == [_box_of(crowd, 2, 4), _box_of(crowd, 2, 5)]
+    assert [o["objectness"] for o in late] == pytest.approx([0.95, 0.85])
+    assert {m["obj_id"] for m in tables["masks"]} == {1, 2, 3, 4}
+    assert stage._scorer is None
+
+
+def test_a_phrase_selects_late_objects_too(crowd, tmp_path):
+    """Text run through the track actor (tiny random CLIP, so scores are arbitrary but fixed): the
+    threshold is set between the late shapes' best and second CLIP scores, so exactly one of the three
+    matches; it is added with source 'text' and its score, the others are not, though slots are free."""
+    from fastsam2.sources import FrameReader
+    from fastsam2.stages import ProposeStage
+
+    task = _crowd_task(crowd, tmp_path, text="a red disc")
+    cfg = _crowd_config(tmp_path, max_objects=5)
+    # The scores the actor will see: the same (seeded) CLIP, the decoded detection frame, the shapes' boxes.
+    scorer = ProposeStage._text_scorer(types.SimpleNamespace(cfg=cfg, _scorer=None))
+    decoded = list(FrameReader(task))[2]
+    scores = dict(zip(sorted(LATE), scorer.scores(decoded, [_box_of(crowd, 2, k) for k in sorted(LATE)], task.text)))
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    assert scores[ranked[0]] > scores[ranked[1]]
+    cfg.prompts.text_threshold = (scores[ranked[0]] + scores[ranked[1]]) / 2
+    stage = _track_stage(crowd, cfg)
+    assert stage._scorer is None  # loaded when a phrase has candidates to select, not before
+    tables = _tracked(stage, task)
+    assert "errors" not in tables, tables.get("errors")
+    late = [o for o in tables["objects"] if o["prompt_frame_idx"] == 2]
+    assert len(late) == 1 and tables["videos"][0]["num_objects"] == 3
+    assert late[0]["box"] == _box_of(crowd, 2, ranked[0])
+    assert late[0]["prompt_source"] == "text" and late[0]["phrase"] == "a red disc"
+    assert late[0]["clip_score"] == pytest.approx(scores[ranked[0]], abs=1e-5)
+
+
+def test_late_text_selection_without_clip_fails_in_one_line(crowd, tmp_path):
+    """A text run whose CLIP weights are missing: the video fails in the track stage with the same
+    one-line named error as the propose stage (CLIP is loaded only when late candidates appear)."""
+    task = _crowd_task(crowd, tmp_path, text="a red disc")
+    stage = _track_stage(crowd, _crowd_config(tmp_path))
+    # The scorer reads the job config when first called: weights that are not there.
+    stage.cfg = stage.cfg.model_copy(update={
+        "model": stage.cfg.model.model_copy(update={"random_weights": False}),
+        "pruning": stage.cfg.pruning.model_copy(update={"clip_pretrained": str(tmp_path / "missing.bin")})})
+    err = _tracked(stage, task)["errors"][0]
+    assert err["stage"] == "track" and err["error_type"] == "ClipWeightsUnavailable"
+    assert "\n" not in err["message"] and err["message"].startswith("--text selects objects by CLIP, which is unavailable")

@@ -86,7 +86,7 @@ def job_options(fn):
                           f"caption.batch_size=16 (stages: {', '.join(s.name for s in STAGES)})."),
         click.option("--detector-weights", help="RPN weights: a file, or 'default' for torchvision's cache."),
         click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box."),
-        click.option("--max-objects", type=click.IntRange(min=1), help="Auto prompts: track up to K distinct objects per video."),
+        click.option("--max-objects", type=click.IntRange(min=1), help="Track at most K objects per video in total (auto prompts, and objects that enter later with --detect-every: they fill the free slots, best first)."),
         click.option("--detect-every", type=click.IntRange(min=1), help="Look for objects that enter later every N frames (none: off)."),
         click.option("--bidirectional", is_flag=True, default=None, help="Also track objects found after the first frame back to it (a second, reverse pass)."),
         click.option("--allow-mixed-settings", is_flag=True, default=None,

@@ -17,7 +17,6 @@ provenance record: it travels through the stages, and
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -25,8 +24,8 @@ import numpy as np
 from fastsam2.config import PromptConfig, VideoTask
 from fastsam2.prompts.caption import Captioner, region_jpeg
 from fastsam2.prompts.click import CoarseMasker
-from fastsam2.prompts.grounding import RegionTextScorer, select_by_text
-from fastsam2.prompts.multi import MultiObjectSettings, apply_captions, find_objects, found_to_prompts
+from fastsam2.prompts.grounding import RegionTextScorer, candidate_settings, select_by_text
+from fastsam2.prompts.multi import MultiObjectSettings, apply_captions, find_objects, found_to_prompts, grounded_prompts
 from fastsam2.prompts.proposals import Proposer
 from fastsam2.prompts.region import region_image
 
@@ -50,9 +49,9 @@ def propose_prompts(
     ``frames`` (RGB uint8 HxWx3) are read lazily, at most ``max_frames`` of them,
     until one has objects (:func:`~fastsam2.prompts.multi.find_objects`).
     Without ``task.text`` the distinct proposals become the objects (source
-    ``auto``). With ``task.text`` the phrase picks them: three times as many
-    candidates are scored by CLIP region-text similarity and those at
-    ``text_threshold`` or more are kept (source ``text``, their phrase the
+    ``auto``). With ``task.text`` the phrase picks them: more candidates
+    (:func:`~fastsam2.prompts.grounding.candidate_settings`) are scored by CLIP
+    region-text similarity and those at ``text_threshold`` or more are kept (source ``text``, their phrase the
     task's, their ``clip_score`` set). ``text_scorer`` returns the scorer and is
     called only for a phrase, so CLIP is loaded only where it is used.
 
@@ -62,12 +61,10 @@ def propose_prompts(
     if task.text:
         if text_scorer is None:
             raise ValueError(f"the phrase {task.text!r} selects objects by CLIP here: propose_prompts needs a text_scorer")
-        candidates = dataclasses.replace(settings, max_objects=3 * settings.max_objects)
-        frame_idx, frame, found = find_objects(frames, proposer, masker, candidates, max_frames=max_frames)
+        frame_idx, frame, found = find_objects(frames, proposer, masker, candidate_settings(settings),
+                                               max_frames=max_frames)
         picked = select_by_text(frame, found, task.text, text_scorer(), text_threshold, settings.max_objects)
-        task.objects = found_to_prompts([g.obj for g in picked], frame_idx, 1, task.text, source="text")
-        for obj, g in zip(task.objects, picked):
-            obj.clip_score = g.clip_score
+        task.objects = grounded_prompts(picked, frame_idx, 1, task.text)
         task.prompt_source = "text"
     else:
         frame_idx, frame, found = find_objects(frames, proposer, masker, settings, max_frames=max_frames)

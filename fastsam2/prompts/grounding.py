@@ -9,20 +9,40 @@ Those at or above the threshold, best first, up to ``max_objects``, are
 tracked, with the phrase as their router text. The CLIP model is the one the
 router loads (``pruning.clip_model``); without its weights this fails with one
 line rather than guessing.
+
+The same rule picks objects that enter later in a text run
+(:class:`~fastsam2.prompts.multi.NewObjectDetector`): :func:`candidate_settings`,
+:func:`rank_by_text`, :func:`matching` and
+:func:`~fastsam2.prompts.multi.grounded_prompts` serve the first frame and every
+detection frame alike; a frame where nothing matches is an error on the first
+frame (:func:`select_by_text`) and just nothing new later.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from fastsam2.models.factory import ClipBundle
-from fastsam2.prompts.multi import FoundObject
 from fastsam2.prompts.region import crop_with_margin, pad_to_square
+
+if TYPE_CHECKING:  # fastsam2.prompts.multi uses this module (late objects in a text run)
+    from fastsam2.prompts.multi import FoundObject, MultiObjectSettings
+
+
+#: Candidates per object wanted when a phrase selects: the phrase chooses among more objects than it keeps.
+CANDIDATES_PER_OBJECT = 3
+
+
+def candidate_settings(settings: MultiObjectSettings) -> MultiObjectSettings:
+    """``settings`` with room for :data:`CANDIDATES_PER_OBJECT` times as many candidates, for a phrase to score."""
+    return dataclasses.replace(settings, max_objects=CANDIDATES_PER_OBJECT * settings.max_objects)
 
 
 class NoMatchingObject(RuntimeError):
@@ -67,17 +87,28 @@ class Grounded:
     clip_score: float
 
 
+def rank_by_text(frame: np.ndarray, found: Sequence[FoundObject], text: str,
+                 scorer: RegionTextScorer) -> list[Grounded]:
+    """Every object of ``found`` with its CLIP score against ``text``, best first."""
+    scores = scorer.scores(frame, [f.box for f in found], text)
+    return [Grounded(f, s) for f, s in sorted(zip(found, scores), key=lambda fs: -fs[1])]
+
+
+def matching(ranked: Sequence[Grounded], threshold: float, max_objects: int) -> list[Grounded]:
+    """The ranked objects at ``threshold`` or more, best first, at most ``max_objects`` (maybe none)."""
+    return [g for g in ranked if g.clip_score >= threshold][:max_objects]
+
+
 def select_by_text(frame: np.ndarray, found: Sequence[FoundObject], text: str, scorer: RegionTextScorer,
                    threshold: float, max_objects: int) -> list[Grounded]:
     """The objects whose crop matches ``text`` at ``threshold`` or more, best first, at most ``max_objects``.
 
     Raises :class:`NoMatchingObject` (naming the best score) when none does.
     """
-    scores = scorer.scores(frame, [f.box for f in found], text)
-    ranked = sorted(zip(found, scores), key=lambda fs: -fs[1])
-    kept = [Grounded(f, s) for f, s in ranked if s >= threshold][:max_objects]
+    ranked = rank_by_text(frame, found, text, scorer)
+    kept = matching(ranked, threshold, max_objects)
     if not kept:
-        best = f"{ranked[0][1]:.3f}" if ranked else "none"
+        best = f"{ranked[0].clip_score:.3f}" if ranked else "none"
         raise NoMatchingObject(f"no proposed object matches {text!r} at CLIP score >= {threshold:g} "
                                f"(best of {len(ranked)}: {best})")
     return kept

@@ -11,14 +11,17 @@ object), so the prompts of a frame are picked in three steps:
    more is the same object seen through another box and counts once.
 
 Each kept object gets its own distance-transform click (the most interior
-point of its coarse mask). :func:`new_objects` is the mid-video variant: it
-keeps only proposals that overlap no tracked object's current mask.
+point of its coarse mask). :class:`NewObjectDetector` is the mid-video variant: it
+keeps only proposals that overlap no tracked object's current mask, and only
+as many as the video's ``max_objects`` (a cap on all its objects) leaves free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +30,11 @@ from fastsam2.prompts.caption import Captioner
 from fastsam2.prompts.click import CoarseMasker, clip_mask_to_box, representative_click
 from fastsam2.prompts.proposals import BoxFilter, NoProposalError, Proposer, filter_proposals
 from fastsam2.prompts.refine import refine_caption
+
+if TYPE_CHECKING:
+    from fastsam2.prompts.grounding import Grounded, RegionTextScorer
+
+log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 
@@ -44,7 +52,11 @@ class FoundObject:
 
 @dataclass(frozen=True)
 class MultiObjectSettings:
-    """How many objects, and which proposals count (see the module docstring)."""
+    """How many objects, and which proposals count (see the module docstring).
+
+    ``max_objects`` caps the objects of a video in total, late ones included
+    (:class:`NewObjectDetector`).
+    """
 
     max_objects: int = 5
     threshold: float = 0.5
@@ -138,6 +150,15 @@ def found_to_prompts(found: Sequence[FoundObject], frame_idx: int, first_id: int
             for i, f in enumerate(found)]
 
 
+def grounded_prompts(picked: Sequence[Grounded], frame_idx: int, first_id: int, text: str) -> list[ObjectPrompt]:
+    """Object prompts of the objects a phrase selected (:mod:`fastsam2.prompts.grounding`): source
+    ``text``, the phrase their text, their CLIP score."""
+    prompts = found_to_prompts([g.obj for g in picked], frame_idx, first_id, text, source="text")
+    for obj, g in zip(prompts, picked):
+        obj.clip_score = g.clip_score
+    return prompts
+
+
 def apply_captions(objects: Sequence[ObjectPrompt], captions: Sequence[str]) -> None:
     """Each object's caption, refined to its own phrase (its router text, at most 6 words)."""
     for obj, caption in zip(objects, captions):
@@ -153,30 +174,82 @@ class NewObjectDetector:
     and, with a captioner (one batched call per detection frame), its own
     caption and phrase. Per video, :meth:`for_video` binds the video's text (a
     user phrase wins over captions) and caption provenance.
+
+    ``settings.max_objects`` caps the objects of a video in total (first-frame
+    objects and late ones): each tracked object costs memory attention, decoder
+    and memory encoder on every later frame and its own memory bank, lost or
+    not, so an uncapped long video would grow without bound. New candidates only
+    fill the free slots, best first; the ones left out are logged, and once the
+    video is full no detection runs (no proposals, no coarse masks).
+
+    In a text run (the video's objects selected by a phrase, source ``text``)
+    the phrase selects the new objects too, by the first frame's rule
+    (:mod:`fastsam2.prompts.grounding`): candidates whose crop scores CLIP
+    region-text similarity at ``text_threshold`` or more, best score first,
+    source ``text`` with their ``clip_score``. ``text_scorer`` returns the
+    scorer and is called only when a text run has candidates, so CLIP is
+    loaded only where a phrase selects.
     """
 
     def __init__(self, proposer: Proposer, masker: CoarseMasker, settings: MultiObjectSettings = MultiObjectSettings(),
-                 new_object_iou: float = 0.1, captioner: Captioner | None = None) -> None:
+                 new_object_iou: float = 0.1, captioner: Captioner | None = None,
+                 text_scorer: Callable[[], RegionTextScorer] | None = None,
+                 text_threshold: float | None = None) -> None:
         self.proposer = proposer
         self.masker = masker
         self.settings = settings
         self.new_object_iou = new_object_iou
         self.captioner = captioner
+        self.text_scorer = text_scorer
+        self.text_threshold = text_threshold
         self.text: str | None = None
+        self.select_by_text = False  # the video's objects were selected by ``text``
+        self.video_id: str | None = None
 
     def for_video(self, task) -> "NewObjectDetector":
-        """This detector with the video's user text (used as every new object's phrase) bound."""
-        bound = NewObjectDetector(self.proposer, self.masker, self.settings, self.new_object_iou, self.captioner)
+        """This detector with the video's user text (used as every new object's phrase) bound;
+        in a text run the phrase also selects the new objects."""
+        bound = NewObjectDetector(self.proposer, self.masker, self.settings, self.new_object_iou, self.captioner,
+                                  self.text_scorer, self.text_threshold)
+        bound.video_id = task.video_id
         bound.text = task.text if task.prompt_source == "user" or not task.objects or not task.objects[0].caption else None
+        bound.select_by_text = task.prompt_source == "text" and bool(task.text)
+        if bound.select_by_text and (self.text_scorer is None or self.text_threshold is None):
+            raise ValueError(f"the phrase {task.text!r} selects this video's objects by CLIP: "
+                             "NewObjectDetector needs a text_scorer and a text_threshold")
         if self.captioner is not None and bound.text is None:
             task.caption_backend = task.caption_backend or self.captioner.backend
             task.caption_model = task.caption_model or self.captioner.model
         return bound
 
     def __call__(self, frame_idx: int, rgb: np.ndarray, tracked: np.ndarray, next_id: int) -> list[ObjectPrompt]:
-        found = objects_on_frame(rgb, self.proposer, self.masker, self.settings,
-                                 exclude=list(tracked), exclude_iou=self.new_object_iou)
-        prompts = found_to_prompts(found, frame_idx, next_id, self.text)
+        free = self.settings.max_objects - len(tracked)
+        if free <= 0:  # the video is full: no proposals, no coarse masks
+            return []
+        if self.select_by_text:
+            prompts = self._grounded(frame_idx, rgb, tracked, next_id)
+        else:
+            found = objects_on_frame(rgb, self.proposer, self.masker, self.settings,
+                                     exclude=list(tracked), exclude_iou=self.new_object_iou)
+            prompts = found_to_prompts(found, frame_idx, next_id, self.text)
+        if len(prompts) > free:
+            left = prompts[free:]
+            log.warning("video %s, frame %d: %d more new object(s) not tracked, --max-objects %d reached "
+                        "(best left out: objectness %.3f%s)", self.video_id, frame_idx, len(left),
+                        self.settings.max_objects, left[0].objectness,
+                        "" if left[0].clip_score is None else f", CLIP score {left[0].clip_score:.3f}")
+            prompts = prompts[:free]
         if prompts and self.captioner is not None and self.text is None:
             apply_captions(prompts, self.captioner.caption([rgb] * len(prompts), [o.box for o in prompts]))
         return prompts
+
+    def _grounded(self, frame_idx: int, rgb: np.ndarray, tracked: np.ndarray, next_id: int) -> list[ObjectPrompt]:
+        """New objects the phrase selects, best CLIP score first (the first frame's rule; none is no error)."""
+        from fastsam2.prompts.grounding import candidate_settings, matching, rank_by_text  # torch, PIL: on use
+
+        found = objects_on_frame(rgb, self.proposer, self.masker, candidate_settings(self.settings),
+                                 exclude=list(tracked), exclude_iou=self.new_object_iou)
+        if not found:  # CLIP is loaded only when a phrase has something to select
+            return []
+        ranked = rank_by_text(rgb, found, self.text, self.text_scorer())
+        return grounded_prompts(matching(ranked, self.text_threshold, len(ranked)), frame_idx, next_id, self.text)
