@@ -70,7 +70,7 @@ class ProposeStage:
         self.proposer = load_proposer(self.cfg)
         self.masker = CoarseMasker(config_name=m.sam2_config, checkpoint=m.sam2_checkpoint,
                                    image_size=min(m.image_size, 1024), device=m.device, random_weights=m.random_weights)
-        self._scorer = None  # CLIP region-text scorer, for text-grounded selection
+        self._text_scorer = LazyTextScorer(self.cfg)  # CLIP, for text-grounded selection (built on use)
 
     def __call__(self, batch: dict) -> dict:
         from fastsam2.prompts.auto import object_regions, propose_prompts
@@ -96,16 +96,35 @@ class ProposeStage:
         report(self.cfg.run_id, self.spec.name, len(tasks))
         return _rows(tasks, crops)
 
-    def _text_scorer(self):
-        """The router's CLIP model, loaded on the first text-grounded video (one-line error without weights)."""
+
+class LazyTextScorer:
+    """A job's CLIP region-text scorer, built on the first call (the first video a phrase selects in).
+
+    The model is the router's (same name, device and bf16 storage, through
+    :func:`~fastsam2.models.factory.shared_clip`), so a tracking actor that
+    also prunes with text relevance holds one CLIP, not two. Without weights the
+    call fails with one line naming ``--text``.
+    """
+
+    def __init__(self, cfg: JobConfig) -> None:
+        self.cfg = cfg
+        self._scorer = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._scorer is not None
+
+    def __call__(self):
         if self._scorer is None:
-            from fastsam2.models.factory import load_clip
+            from fastsam2.models.factory import shared_clip
             from fastsam2.models.weights import ClipWeightsUnavailable
             from fastsam2.prompts.grounding import RegionTextScorer
+            from fastsam2.tracking.router import CLIP_WEIGHTS_DTYPE
 
             pr, m = self.cfg.pruning, self.cfg.model
             try:
-                clip = load_clip(pr.clip_model, pr.clip_pretrained, random_weights=m.random_weights)
+                clip = shared_clip(pr.clip_model, pr.clip_pretrained, random_weights=m.random_weights, device=m.device,
+                                   weights_dtype=CLIP_WEIGHTS_DTYPE)
             except ClipWeightsUnavailable as exc:
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ClipWeightsUnavailable(f"--text selects objects by CLIP, which is unavailable: {first_line}") from None
@@ -195,11 +214,8 @@ class TrackStage:
         _set_threads(self.cfg, self.spec.name)
         self.sam2 = load_tracker_sam2(self.cfg)
         self.tracker = build_tracker(self.cfg, self.sam2)
-        self._scorer = None  # CLIP region-text scorer: a phrase selects late objects too
+        self._text_scorer = LazyTextScorer(self.cfg)  # a phrase selects late objects too (built on use)
         self.detector = self._new_object_detector() if self.cfg.prompts.detect_every else None
-
-    #: The propose stage's lazy CLIP scorer (one home for loading it and its one-line error).
-    _text_scorer = ProposeStage._text_scorer
 
     def _new_object_detector(self):
         """Proposer, coarse masker (sharing the tracker's SAM2), captioner and (lazy) CLIP scorer

@@ -104,3 +104,27 @@ def test_router_trained_on_another_sam2_is_named(tmp_path, caplog):
 def test_unknown_sam2_config_is_named(bad):
     with pytest.raises(ValueError, match="unknown SAM2 config"):
         load_sam2(bad, image_size=128, device="cpu", random_weights=True)
+
+
+def test_the_router_and_text_selection_of_one_actor_share_one_clip(tmp_path):
+    """A tracking actor of a --text run holds one CLIP for the router's text relevance and for
+    selecting late objects (was two: a bf16 copy and an fp32 one); freed once nobody holds it."""
+    import gc
+    import weakref
+
+    from fastsam2.config import JobConfig
+    from fastsam2.models.factory import shared_clip
+    from fastsam2.stages import LazyTextScorer
+    from fastsam2.tracking.factory import build_router_for
+
+    cfg = JobConfig(inputs=["x"], output=str(tmp_path), model={"random_weights": True, "device": "cpu"},
+                    pruning={"keep_ratio": 0.3, "clip_model": "fastsam2-tiny"})
+    router = build_router_for(cfg, torch.device("cpu"))
+    scorer = LazyTextScorer(cfg)()
+    assert router.clip.clip.model is scorer.clip.model
+    assert {p.dtype for p in scorer.clip.model.parameters()} >= {torch.bfloat16}  # the router's compact storage
+    assert shared_clip("fastsam2-tiny", None, random_weights=True, weights_dtype=torch.bfloat16) is scorer.clip
+    held = weakref.ref(scorer.clip.model)
+    del router, scorer
+    gc.collect()
+    assert held() is None  # the cache does not keep a model alive

@@ -7,7 +7,6 @@ needs proposals that hit the synthetic shapes, the proposer is
 
 from __future__ import annotations
 
-import types
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -386,7 +385,7 @@ def test_more_late_objects_than_the_cap_allows(crowd, tmp_path):
     assert [o["box"] for o in late] == [_box_of(crowd, 2, 4), _box_of(crowd, 2, 5)]
     assert [o["objectness"] for o in late] == pytest.approx([0.95, 0.85])
     assert {m["obj_id"] for m in tables["masks"]} == {1, 2, 3, 4}
-    assert stage._scorer is None
+    assert not stage._text_scorer.loaded
 
 
 def test_a_phrase_selects_late_objects_too(crowd, tmp_path):
@@ -394,19 +393,19 @@ def test_a_phrase_selects_late_objects_too(crowd, tmp_path):
     threshold is set between the late shapes' best and second CLIP scores, so exactly one of the three
     matches; it is added with source 'text' and its score, the others are not, though slots are free."""
     from fastsam2.sources import FrameReader
-    from fastsam2.stages import ProposeStage
+    from fastsam2.stages import LazyTextScorer
 
     task = _crowd_task(crowd, tmp_path, text="a red disc")
     cfg = _crowd_config(tmp_path, max_objects=5)
     # The scores the actor will see: the same (seeded) CLIP, the decoded detection frame, the shapes' boxes.
-    scorer = ProposeStage._text_scorer(types.SimpleNamespace(cfg=cfg, _scorer=None))
+    scorer = LazyTextScorer(cfg)()
     decoded = list(FrameReader(task))[2]
     scores = dict(zip(sorted(LATE), scorer.scores(decoded, [_box_of(crowd, 2, k) for k in sorted(LATE)], task.text)))
     ranked = sorted(scores, key=scores.get, reverse=True)
     assert scores[ranked[0]] > scores[ranked[1]]
     cfg.prompts.text_threshold = (scores[ranked[0]] + scores[ranked[1]]) / 2
     stage = _track_stage(crowd, cfg)
-    assert stage._scorer is None  # loaded when a phrase has candidates to select, not before
+    assert not stage._text_scorer.loaded  # loaded when a phrase has candidates to select, not before
     tables = _tracked(stage, task)
     assert "errors" not in tables, tables.get("errors")
     late = [o for o in tables["objects"] if o["prompt_frame_idx"] == 2]
@@ -422,7 +421,7 @@ def test_late_text_selection_without_clip_fails_in_one_line(crowd, tmp_path):
     task = _crowd_task(crowd, tmp_path, text="a red disc")
     stage = _track_stage(crowd, _crowd_config(tmp_path))
     # The scorer reads the job config when first called: weights that are not there.
-    stage.cfg = stage.cfg.model_copy(update={
+    stage._text_scorer.cfg = stage.cfg.model_copy(update={
         "model": stage.cfg.model.model_copy(update={"random_weights": False}),
         "pruning": stage.cfg.pruning.model_copy(update={"clip_pretrained": str(tmp_path / "missing.bin")})})
     err = _tracked(stage, task)["errors"][0]

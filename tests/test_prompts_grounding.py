@@ -3,7 +3,6 @@ meaningless, so the tests check the selection rule and the failure, not what CLI
 
 from __future__ import annotations
 
-import types
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from fastsam2.models.factory import load_clip
 from fastsam2.models.weights import ClipWeightsUnavailable
 from fastsam2.prompts.grounding import NoMatchingObject, RegionTextScorer, select_by_text
 from fastsam2.prompts.multi import FoundObject
-from fastsam2.stages import ProposeStage
+from fastsam2.stages import LazyTextScorer, ProposeStage
 from fastsam2.synthetic import three_shapes_and_a_late_one
 
 
@@ -49,9 +48,8 @@ def test_objects_above_threshold_best_first(scorer):
 
 def test_without_clip_weights_text_selection_fails_in_one_line(tmp_path):
     cfg = JobConfig(inputs=["x"], output=str(tmp_path), pruning={"clip_pretrained": str(tmp_path / "missing.bin")})
-    stage = types.SimpleNamespace(cfg=cfg, _scorer=None)
     with pytest.raises(ClipWeightsUnavailable) as err:
-        ProposeStage._text_scorer(stage)
+        LazyTextScorer(cfg)()
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("--text selects objects by CLIP, which is unavailable")
 
@@ -72,7 +70,7 @@ def test_propose_stage_with_text_selects_by_clip(tmp_path, threshold):
     cfg = JobConfig(inputs=["x"], output=str(tmp_path / "o"), model={"random_weights": True, "image_size": 256},
                     pruning={"clip_model": "fastsam2-tiny"}, prompts={"max_objects": 2, "text_threshold": threshold})
     stage = ProposeStage.__new__(ProposeStage)  # models set by hand: the double instead of the RPN
-    stage.cfg, stage._scorer = cfg, None
+    stage.cfg, stage._text_scorer = cfg, LazyTextScorer(cfg)
     stage.proposer = GroundTruthProposer(video)
     stage.masker = CoarseMasker(config_name="sam2.1_hiera_t", image_size=256, device="cpu", random_weights=True)
     out = stage(_rows([task]))

@@ -12,6 +12,8 @@ back from attributes patched onto the model.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -167,6 +169,46 @@ def load_clip(
         mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
         std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
     )
+
+
+_SHARED_CLIP: weakref.WeakValueDictionary[tuple, ClipBundle] = weakref.WeakValueDictionary()
+_SHARED_CLIP_LOCK = threading.Lock()
+
+
+def _device_key(device: str | torch.device) -> str:
+    """``auto``, ``cuda`` and ``cuda:0`` name one device when CUDA device 0 is current."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return str(dev)
+
+
+def shared_clip(
+    model_name: str = DEFAULT_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
+    *,
+    random_weights: bool = False,
+    device: str | torch.device = "cpu",
+    weights_dtype: torch.dtype | None = None,
+) -> ClipBundle:
+    """:func:`load_clip`, built once per process for the same model, device and storage
+    while anyone holds it, for callers that only read the model.
+
+    A tracking actor of a ``--text --detect-every`` run asks for CLIP twice: the
+    router's text relevance and the phrase that selects late objects. Each
+    loading its own would hold a second ViT-B/16 (300 MB in bf16, 600 MB in
+    fp32) beside SAM2. The cache holds bundles weakly: once no caller keeps one,
+    it is freed as before. Whoever changes a model (e.g. :func:`store_weights_as`)
+    must call :func:`load_clip` for a copy of its own.
+    """
+    key = (model_name, None if random_weights else pretrained, random_weights, _device_key(device), weights_dtype)
+    with _SHARED_CLIP_LOCK:
+        bundle = _SHARED_CLIP.get(key)
+        if bundle is None:
+            bundle = load_clip(model_name, pretrained, random_weights=random_weights, device=device,
+                               weights_dtype=weights_dtype)
+            _SHARED_CLIP[key] = bundle
+        return bundle
 
 
 class _Upcast(torch.nn.Module):

@@ -54,9 +54,9 @@ class NoMatchingObject(RuntimeError):
 class RegionTextScorer:
     """CLIP similarity between region crops of a frame and a phrase (one batched image forward)."""
 
-    def __init__(self, clip: ClipBundle, device: str | torch.device = "cpu") -> None:
+    def __init__(self, clip: ClipBundle, device: str | torch.device | None = None) -> None:
         self.clip = clip
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else next(clip.model.parameters()).device
 
     def _pixels(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
         size = self.clip.image_size

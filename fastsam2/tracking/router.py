@@ -385,11 +385,12 @@ def build_router(
     if effective.semantic == "clip":  # paper mode only uses the text norm: no CLIP needed
         import functools
 
-        from fastsam2.models.factory import load_clip
+        from fastsam2.models.factory import shared_clip
 
         if clip_pretrained is None and not clip_random_weights:
             raise ValueError("pass clip_pretrained=<tag or path> or clip_random_weights=True")
-        clip = ClipDenseSimilarity(functools.partial(load_clip, clip_model, clip_pretrained, device=device,
+        # shared: --text grounding in the same actor reads the same model (one copy per process)
+        clip = ClipDenseSimilarity(functools.partial(shared_clip, clip_model, clip_pretrained, device=device,
                                                      random_weights=clip_random_weights,
                                                      weights_dtype=clip_weights_dtype))
     if router_weights is not None:

@@ -95,7 +95,7 @@ class FrameResult(FrameMasks):
 
 
 #: ``detector(frame_idx, rgb, tracked_masks [N, H, W] bool, next_obj_id) -> new object prompts``:
-#: finds objects that overlap no tracked mask (see fastsam2.prompts.multi.new_objects).
+#: finds objects that overlap no tracked mask (see fastsam2.prompts.multi.NewObjectDetector).
 Detector = Callable[[int, np.ndarray, np.ndarray, int], list[ObjectPrompt]]
 
 
