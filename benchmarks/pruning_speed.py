@@ -67,7 +67,7 @@ from fastsam2.schema import COMPONENTS
 from fastsam2.tracking.memory_bank import evict_unreachable, memory_bank_stats, process_memory_bytes, windows
 from fastsam2.tracking.instrument import STATS_KEY
 from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET
-from fastsam2.tracking.router import CLIP_WEIGHTS_DTYPE
+from fastsam2.models.factory import CLIP_WEIGHTS_DTYPE
 from fastsam2.tracking.streaming import new_inference_state
 
 SAM2_MEAN = torch.tensor(preprocess.SAM2_MEAN).view(3, 1, 1)

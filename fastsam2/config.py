@@ -147,7 +147,7 @@ class PromptConfig(BaseModel):
     # Ray accelerator type for the vLLM engine actors (e.g. "A10G", "L4"); None: any GPU.
     caption_accelerator_type: str | None = None
     # Several objects per video (see fastsam2.prompts.multi). A cap on a video's objects in total:
-    # objects that enter later (detect_every) only fill the free slots, best first.
+    # objects that enter later (detect_every) only fill the free slots, best first; user prompts are never dropped.
     max_objects: int = 5
     nms_iou: float = 0.5  # class-agnostic box NMS between proposals
     dedup_mask_iou: float = 0.7  # proposals whose coarse SAM2 masks overlap this much count once

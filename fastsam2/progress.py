@@ -6,8 +6,10 @@ node, so losing a worker node does not lose the counts (the driver's node going 
 the job goes anyway). A thread in the driver reads the counts every
 ``progress_log_interval_s`` and logs one line: done per stage, rate over the last
 interval and since the start; one last line is logged when the run ends, so even a
-run shorter than the interval leaves its counts in the log. A stall is then visible
-in the job's log long before Ray Data's no-progress timeout.
+run shorter than the interval leaves its counts in the log. Stages report without
+waiting, so the last line may miss a count still in flight; the run's summary, counted
+from the written rows, is the exact one. A stall is then visible in the job's log long
+before Ray Data's no-progress timeout.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from fastsam2.stage_specs import STAGES
 log = logging.getLogger("fastsam2.progress")
 
 STAGE_ORDER = tuple(s.name for s in STAGES)
+#: How long a periodic line waits for the board, and the last one (the run is over: be brief).
+SNAPSHOT_TIMEOUT_S = 30.0
+LAST_SNAPSHOT_TIMEOUT_S = 5.0
 
 
 def board_name(run_id: str) -> str:
@@ -97,22 +102,23 @@ class ProgressLogger:
     def __exit__(self, *exc) -> bool:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5)
+            # The thread logs the last line itself (never two threads printing at once);
+            # a broken cluster costs at most the last snapshot's timeout.
+            self._thread.join(timeout=LAST_SNAPSHOT_TIMEOUT_S + 5)
         if self.board is not None:
             import ray
 
-            self._log_line()  # the run's last counts, however short it was
             try:
                 ray.kill(self.board)
             except Exception:  # noqa: BLE001
                 pass
         return False
 
-    def _log_line(self) -> None:
+    def _log_line(self, timeout_s: float) -> None:
         import ray
 
         try:
-            counts = ray.get(self.board.snapshot.remote(), timeout=30)
+            counts = ray.get(self.board.snapshot.remote(), timeout=timeout_s)
         except Exception:  # noqa: BLE001 - a lost count never fails the run
             return
         now = time.monotonic()
@@ -123,4 +129,5 @@ class ProgressLogger:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self._log_line()
+            self._log_line(SNAPSHOT_TIMEOUT_S)
+        self._log_line(LAST_SNAPSHOT_TIMEOUT_S)  # the run's last counts, however short it was

@@ -103,23 +103,26 @@ class LazyTextScorer:
     The model is the router's (same name, device and bf16 storage, through
     :func:`~fastsam2.models.factory.shared_clip`), so a tracking actor that
     also prunes with text relevance holds one CLIP, not two. Without weights the
-    call fails with one line naming ``--text``.
+    call fails with one line naming ``--text``, and every later call fails the
+    same way at once (no new load, no new download attempt per video).
     """
 
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
         self._scorer = None
+        self._unavailable: Exception | None = None
 
     @property
     def loaded(self) -> bool:
         return self._scorer is not None
 
     def __call__(self):
+        if self._unavailable is not None:
+            raise type(self._unavailable)(str(self._unavailable))
         if self._scorer is None:
-            from fastsam2.models.factory import shared_clip
+            from fastsam2.models.factory import CLIP_WEIGHTS_DTYPE, shared_clip
             from fastsam2.models.weights import ClipWeightsUnavailable
             from fastsam2.prompts.grounding import RegionTextScorer
-            from fastsam2.tracking.router import CLIP_WEIGHTS_DTYPE
 
             pr, m = self.cfg.pruning, self.cfg.model
             try:
@@ -127,7 +130,9 @@ class LazyTextScorer:
                                    weights_dtype=CLIP_WEIGHTS_DTYPE)
             except ClipWeightsUnavailable as exc:
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ClipWeightsUnavailable(f"--text selects objects by CLIP, which is unavailable: {first_line}") from None
+                self._unavailable = ClipWeightsUnavailable(
+                    f"--text selects objects by CLIP, which is unavailable: {first_line}")
+                raise self._unavailable from None
             self._scorer = RegionTextScorer(clip)
         return self._scorer
 

@@ -296,12 +296,30 @@ def test_late_objects_fill_only_the_free_slots(crowd, caplog):
     with caplog.at_level("WARNING", logger="fastsam2.prompts.multi"):
         new = det(2, crowd.frames[2], tracked, next_id=3)
     assert [o.box for o in new] == [_box_of(crowd, 2, 4)] and new[0].objectness == pytest.approx(0.95)
-    assert "2 more new object(s) not tracked, --max-objects 3 reached" in caplog.text
+    assert "at least 1 more new object(s) not tracked, --max-objects 3 reached" in caplog.text
+    assert "objectness 0.850" in caplog.text  # the best one left out
     full = np.concatenate([tracked, (crowd.masks[2] == 4)[None]])
     assert det(2, crowd.frames[2], full, next_id=4) == [] and proposer.calls == 1  # no proposals once full
     # With room for all, all three come, best objectness first.
     roomy = NewObjectDetector(ObjectnessByShape(crowd, LATE), GroundTruthMasker(crowd), MultiObjectSettings(max_objects=5))
     assert [o.objectness for o in roomy(2, crowd.frames[2], tracked, next_id=3)] == pytest.approx([0.95, 0.85, 0.7])
+
+
+def test_user_prompts_over_the_cap_are_all_kept_and_said_so(crowd, caplog):
+    """A manifest with as many objects as --max-objects: none is dropped, no later object is looked
+    for, and a warning says so (was silent)."""
+    from fastsam2.config import ObjectPrompt, VideoTask
+
+    proposer = ObjectnessByShape(crowd, LATE)
+    det = NewObjectDetector(proposer, GroundTruthMasker(crowd), MultiObjectSettings(max_objects=2))
+    task = VideoTask(video_id="crowd", uri="x", prompt_source="user",
+                     objects=[ObjectPrompt(obj_id=k, point=[1.0, 1.0]) for k in (1, 2)])
+    with caplog.at_level("WARNING", logger="fastsam2.prompts.multi"):
+        bound = det.for_video(task)
+    assert "video crowd starts with 2 object(s), --max-objects 2: no objects that enter later" in caplog.text
+    assert len(task.objects) == 2
+    assert bound(2, crowd.frames[2], np.stack([crowd.masks[2] == k for k in (1, 2)]), next_id=3) == []
+    assert proposer.calls == 0
 
 
 def test_late_text_selection_loads_clip_only_for_candidates(crowd):

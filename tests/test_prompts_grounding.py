@@ -46,12 +46,20 @@ def test_objects_above_threshold_best_first(scorer):
         select_by_text(frame, found, "a red disc", scorer, threshold=1.01, max_objects=5)
 
 
-def test_without_clip_weights_text_selection_fails_in_one_line(tmp_path):
+def test_without_clip_weights_text_selection_fails_in_one_line(tmp_path, monkeypatch):
     cfg = JobConfig(inputs=["x"], output=str(tmp_path), pruning={"clip_pretrained": str(tmp_path / "missing.bin")})
+    scorer = LazyTextScorer(cfg)
     with pytest.raises(ClipWeightsUnavailable) as err:
-        LazyTextScorer(cfg)()
+        scorer()
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("--text selects objects by CLIP, which is unavailable")
+    import fastsam2.models.factory as factory
+
+    tried = []
+    monkeypatch.setattr(factory, "shared_clip", lambda *a, **k: tried.append(a))
+    with pytest.raises(ClipWeightsUnavailable, match="^--text selects objects by CLIP, which is unavailable"):
+        scorer()  # the next video: the same one line at once, no second load or download attempt
+    assert tried == []
 
 
 @pytest.mark.parametrize("threshold", [-1.0, 1.01], ids=["matches", "none-match"])

@@ -74,14 +74,17 @@ def test_pruned_code_path_with_every_token_kept_is_stock(video, stock):
     assert_identical(stock, ours)
 
 
-def test_the_neck_hands_out_its_cached_encodings_without_copying_them():
-    """Our predictor's image-encoder positions are views of sam2's cache (same values as
-    stock's per-frame copies, no new memory per frame); the bit-for-bit tests above hold with it."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_neck_hands_out_its_encodings_without_copying_them(dtype):
+    """Our predictor's image-encoder positions are one tensor per size and dtype, handed out as
+    views (stock copies them every call, and again into bf16 under autocast); the values are what
+    the stock neck produces (``position_encoding(x).to(x.dtype)``), so the tests above hold."""
     stock_neck, ours_neck = tiny_sam2(STOCK_PREDICTOR).image_encoder.neck, tiny_sam2(PREDICTOR_TARGET).image_encoder.neck
-    x = torch.zeros(2, 8, 64, 64)
+    x = torch.zeros(2, 8, 48, 48, dtype=dtype)
     first, second = ours_neck.position_encoding(x), ours_neck.position_encoding(x)
-    assert first.data_ptr() == second.data_ptr()  # the cache itself: nothing copied on the second frame
+    assert first.dtype == dtype and first.data_ptr() == second.data_ptr()  # nothing copied for the second frame
     assert first.untyped_storage().nbytes() == first[0].numel() * first.element_size()  # one copy for the batch
+    assert first.to(dtype).data_ptr() == first.data_ptr()  # the neck's own .to(dtype) is free
     want = stock_neck.position_encoding(x)
     assert want.data_ptr() != stock_neck.position_encoding(x).data_ptr()  # stock copies every call
-    assert torch.equal(first, want) and torch.equal(ours_neck.position_encoding(x), want)
+    assert torch.equal(first, want.to(dtype))

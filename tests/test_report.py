@@ -168,7 +168,7 @@ def test_html_plots_render_in_headless_chromium(runs, tmp_path):
 
 def test_eval_then_report_on_real_masks(shared_data, tmp_path):
     """eval --out RUN/eval, then report shows the same J&F as eval's JSON."""
-    from test_eval_davis import read_stack, write_run
+    from davis_fixtures import read_stack, write_run
 
     from fastsam2.cli.eval import eval_command
 

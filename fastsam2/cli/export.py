@@ -31,14 +31,13 @@ def export_command(run: str, fmt: str, output: str, category_map: str | None, vi
 
     Reads the run one video at a time; only finished videos (with a videos/ row) are exported.
     """
-    opts = storage_options
     if every < 1:
         raise click.BadParameter("must be >= 1", param_hint="--every")
     try:
-        cmap = load_category_map(category_map, opts) if category_map else None
+        cmap = load_category_map(category_map, storage_options) if category_map else None
         stats = export_run(run, output, fmt, category_map=cmap,
                            videos=[v.strip() for v in videos.split(",") if v.strip()] if videos else None,
-                           every=every, sav_suffix=sav_suffix, frame_ext=frame_ext, storage_options=opts)
+                           every=every, sav_suffix=sav_suffix, frame_ext=frame_ext, storage_options=storage_options)
     except (ExportError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if stats.random_weights:

@@ -13,8 +13,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from fastsam2.cli.storage_options import HELP as STORAGE_HELP
-from fastsam2.cli.storage_options import JsonObject
+from fastsam2.cli.storage_options import storage_options_option
 from fastsam2.config import ConfigError, JobConfig, StageResources, load_config
 from fastsam2.stage_specs import STAGE_SPECS, STAGES
 
@@ -77,7 +76,7 @@ def job_options(fn):
         click.option("--caption-model", help="Captioning model."),
         click.option("--caption-endpoint", help="OpenAI-compatible endpoint URL for --caption-backend openai."),
         click.option("--max-frames", type=click.IntRange(min=1), help="Track at most this many frames per video (none: all)."),
-        click.option("--storage-options", type=JsonObject(), help=STORAGE_HELP),
+        storage_options_option,
         click.option("--track-gpus", type=float, help="GPUs per SAM2 actor (fractional allowed)."),
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
         click.option("--videos-per-actor", type=int, help="Videos each SAM2 actor tracks in lockstep, one batched image-encoder call per step (e.g. 4 on a GPU; raises the track batch size to match)."),
@@ -86,7 +85,7 @@ def job_options(fn):
                           f"caption.batch_size=16 (stages: {', '.join(s.name for s in STAGES)})."),
         click.option("--detector-weights", help="RPN weights: a file, or 'default' for torchvision's cache."),
         click.option("--min-objectness", type=float, help="Lowest RPN objectness accepted for an auto box."),
-        click.option("--max-objects", type=click.IntRange(min=1), help="Track at most K objects per video in total (auto prompts, and objects that enter later with --detect-every: they fill the free slots, best first)."),
+        click.option("--max-objects", type=click.IntRange(min=1), help="Track at most K objects per video in total (auto prompts, and objects that enter later with --detect-every: they fill the free slots, best first; user prompts are never dropped)."),
         click.option("--detect-every", type=click.IntRange(min=1), help="Look for objects that enter later every N frames (none: off)."),
         click.option("--bidirectional", is_flag=True, default=None, help="Also track objects found after the first frame back to it (a second, reverse pass)."),
         click.option("--allow-mixed-settings", is_flag=True, default=None,

@@ -171,6 +171,11 @@ def load_clip(
     )
 
 
+#: How the CLIP models we run keep their weight matrices (computed in fp32): the router, its
+#: training (so it trains on the features it will see) and ``--text`` selection alike, so
+#: one shared copy (:func:`shared_clip`) serves them all.
+CLIP_WEIGHTS_DTYPE = torch.bfloat16
+
 _SHARED_CLIP: weakref.WeakValueDictionary[tuple, ClipBundle] = weakref.WeakValueDictionary()
 _SHARED_CLIP_LOCK = threading.Lock()
 

@@ -18,6 +18,7 @@ as many as the video's ``max_objects`` (a cap on all its objects) leaves free.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -220,6 +221,9 @@ class NewObjectDetector:
         if self.captioner is not None and bound.text is None:
             task.caption_backend = task.caption_backend or self.captioner.backend
             task.caption_model = task.caption_model or self.captioner.model
+        if len(task.objects) >= self.settings.max_objects:  # e.g. a manifest with more boxes than the cap
+            log.warning("video %s starts with %d object(s), --max-objects %d: no objects that enter later "
+                        "will be looked for", task.video_id, len(task.objects), self.settings.max_objects)
         return bound
 
     def __call__(self, frame_idx: int, rgb: np.ndarray, tracked: np.ndarray, next_id: int) -> list[ObjectPrompt]:
@@ -228,15 +232,17 @@ class NewObjectDetector:
             return []
         if self.select_by_text:
             prompts = self._grounded(frame_idx, rgb, tracked, next_id)
-        else:
-            found = objects_on_frame(rgb, self.proposer, self.masker, self.settings,
+        else:  # one more than the free slots: enough to know whether the cap left one out
+            wanted = dataclasses.replace(self.settings, max_objects=free + 1)
+            found = objects_on_frame(rgb, self.proposer, self.masker, wanted,
                                      exclude=list(tracked), exclude_iou=self.new_object_iou)
             prompts = found_to_prompts(found, frame_idx, next_id, self.text)
         if len(prompts) > free:
             left = prompts[free:]
-            log.warning("video %s, frame %d: %d more new object(s) not tracked, --max-objects %d reached "
-                        "(best left out: objectness %.3f%s)", self.video_id, frame_idx, len(left),
-                        self.settings.max_objects, left[0].objectness,
+            log.warning("video %s, frame %d: %s new object(s) not tracked, --max-objects %d reached "
+                        "(best left out: objectness %.3f%s)", self.video_id, frame_idx,
+                        len(left) if self.select_by_text else "at least 1 more", self.settings.max_objects,
+                        left[0].objectness,
                         "" if left[0].clip_score is None else f", CLIP score {left[0].clip_score:.3f}")
             prompts = prompts[:free]
         if prompts and self.captioner is not None and self.text is None:

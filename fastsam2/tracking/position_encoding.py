@@ -1,17 +1,20 @@
-"""The image encoder's positional encodings as broadcast views of sam2's cache, not copies.
+"""The image encoder's positional encodings as shared, ready tensors, not per-frame copies.
 
 sam2 1.1.0's :class:`~sam2.modeling.position_encoding.PositionEmbeddingSine` caches the
 encoding of each feature size but hands out ``cache[None].repeat(B, 1, 1, 1)``: a fresh
-copy on every call. The image encoder's neck asks for one per pyramid level on every
-frame, so at 1024 px each frame copies 256x256 + 128x128 + 64x64 positions of 256 floats
-(88 MB, about 70 ms on a 2-core CPU), and the video predictor keeps the copies with the
-frame's cached features. Video tracking reads only the 64x64 level (memory attention);
-the two high-resolution levels are never read at all.
+fp32 copy on every call, which the neck then converts to the features' dtype (a second
+copy under bf16 autocast). The neck asks for one per pyramid level on every frame, so at
+1024 px each frame copies 256x256 + 128x128 + 64x64 positions of 256 values (88 MB in
+fp32, about 70 ms on a 2-core CPU), and the video predictor keeps them with the frame's
+cached features. Video tracking reads only the 64x64 level (memory attention); the two
+high-resolution levels are never read at all.
 
-:class:`BroadcastPositionEmbeddingSine` returns the cached tensor expanded to the batch
-instead: the same numbers (so results stay bit-identical to stock sam2), no copy, no
-extra memory per cached frame. Nothing in sam2 writes into a positional encoding in
-place (the encodings are added out of place), which is what makes a shared view safe.
+:class:`BroadcastPositionEmbeddingSine` converts sam2's own encoding once per (size,
+device, dtype) and returns it expanded to the batch: the same numbers stock sam2 would
+produce in that dtype (so results stay bit-identical), no copy, no memory per cached
+frame, whatever the precision. Nothing in sam2 or in this project writes into a
+positional encoding in place (they are added out of place), which is what makes a shared
+tensor safe.
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ from sam2.modeling.position_encoding import PositionEmbeddingSine
 
 
 class BroadcastPositionEmbeddingSine(PositionEmbeddingSine):
-    """sam2's sine encoding; a cached size comes back as a read-only-by-convention view."""
+    """sam2's sine encoding, in the features' dtype, as a view of one tensor per size."""
 
     @torch.no_grad()
-    def _pe(self, B, device, *cache_key):
-        if cache_key not in self.cache:
-            super()._pe(1, device, *cache_key)  # computes and caches it
-        return self.cache[cache_key].to(device)[None].expand(B, -1, -1, -1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
+        pos = self.ready.get(key)
+        if pos is None:
+            # Exactly what stock returns for one image (its own cache included), in the dtype
+            # the neck converts it to.
+            pos = self.ready[key] = super()._pe(1, x.device, x.shape[-2], x.shape[-1])[0].to(x.dtype)
+        return pos[None].expand(x.shape[0], -1, -1, -1)
 
     @classmethod
     def like(cls, other: PositionEmbeddingSine) -> BroadcastPositionEmbeddingSine:
@@ -35,6 +42,7 @@ class BroadcastPositionEmbeddingSine(PositionEmbeddingSine):
         new = cls(other.num_pos_feats * 2, temperature=other.temperature, normalize=other.normalize,
                   scale=other.scale if other.normalize else None, warmup_cache=False)
         new.cache = other.cache
+        new.ready = {}
         return new
 
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastsam2.models.factory import CLIP_WEIGHTS_DTYPE
 from fastsam2.tracking.signals import (
     ClipDenseSimilarity,
     EncoderTaps,
@@ -342,11 +343,6 @@ class Router:
         s = scores.float().mean(0)
         p = prior.any(0) if prior is not None else None
         return select_tokens(s, p, k, self.config.background_fraction)
-
-
-#: How the router's CLIP keeps its weight matrices (computed in fp32): inference and
-#: train-router alike, so the router trains on the features it will see.
-CLIP_WEIGHTS_DTYPE = torch.bfloat16
 
 
 def build_router(

@@ -203,7 +203,6 @@ class SparseHieraEncoder:
         self.trunk = trunk
         self.config = config
         self._pos_cache: tuple[tuple, Tensor] | None = None
-        self._pos_enc: dict[tuple, Tensor] = {}
 
     # ---- public ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -465,19 +464,13 @@ class SparseHieraEncoder:
         return self._pos_cache[1]
 
     def _neck(self, trunk_outputs: list[Tensor]) -> dict[str, Any]:
-        """sam2's ``ImageEncoder.forward`` after the trunk (``FpnNeck.forward``, scalp), run as is,
-        except that the sine position encodings (constants of the grid) are computed once per
-        grid and reused instead of being copied out of sam2's cache every frame."""
+        """sam2's ``ImageEncoder.forward`` after the trunk (``FpnNeck.forward``, scalp), run as is
+        (the predictor's neck hands out its position encodings without copying them:
+        :mod:`fastsam2.tracking.position_encoding`)."""
         enc, neck = self.image_encoder, self.image_encoder.neck
 
-        def position_encoding(x: Tensor) -> Tensor:
-            key = (tuple(x.shape), x.dtype, x.device)
-            if key not in self._pos_enc:
-                self._pos_enc[key] = neck.position_encoding(x).to(x.dtype)
-            return self._pos_enc[key]
-
         neck_shim = SimpleNamespace(
-            convs=neck.convs, position_encoding=position_encoding, fpn_top_down_levels=neck.fpn_top_down_levels,
+            convs=neck.convs, position_encoding=neck.position_encoding, fpn_top_down_levels=neck.fpn_top_down_levels,
             fpn_interp_model=neck.fpn_interp_model, fuse_type=neck.fuse_type,
         )
         shim = SimpleNamespace(trunk=lambda _sample: trunk_outputs, scalp=enc.scalp,

@@ -29,7 +29,8 @@ from PIL import Image
 
 from fastsam2.davis_layout import DEFAULT_RESOLUTION, annotations_dir, images_dir
 from fastsam2.preprocess import preprocess_frame
-from fastsam2.tracking.router import CLIP_WEIGHTS_DTYPE, Router, RouterConfig, RouterMLP, mlp_features
+from fastsam2.models.factory import CLIP_WEIGHTS_DTYPE
+from fastsam2.tracking.router import Router, RouterConfig, RouterMLP, mlp_features
 from fastsam2.tracking.signals import ClipDenseSimilarity, capture_encoder_taps, prior_from_masks
 
 log = logging.getLogger(__name__)
