@@ -86,8 +86,11 @@ def _lockstep(predictor, per_step: int):
     return dict(run_lockstep(StreamingTracker(predictor), jobs, videos_per_step=per_step))
 
 
-@pytest.mark.parametrize("keep", [0.3, 1.0])
-def test_lockstep_equals_one_by_one(predictor, keep):
+@pytest.mark.parametrize("keep, encoder_batching", [(0.3, True), (1.0, True), (0.3, None)],
+                         ids=["keep0.3-encoder-batched", "keep1.0-encoder-batched", "keep0.3-cpu-rule"])
+def test_lockstep_equals_one_by_one(predictor, keep, encoder_batching):
+    """``encoder_batching=True`` runs the GPU's path (one encoder call over the live videos'
+    frames) on CPU; None follows the device rule, which on CPU encodes each frame alone."""
     predictor.configure_pruning(keep_ratio=keep)
     reference = _one_by_one(predictor)
 
@@ -107,19 +110,24 @@ def test_lockstep_equals_one_by_one(predictor, keep):
 
     predictor.forward_image = counting
     memory_conditioning.memory_attention_streams = counting_streams
+    predictor.encoder_batching = encoder_batching
     try:
         batched = _lockstep(predictor, per_step=3)
     finally:
         del predictor.forward_image
         memory_conditioning.memory_attention_streams = streams_call
+        predictor.encoder_batching = None
     if keep < 1.0:  # one attention call over the streams of a round (b has two objects)
         assert max(attention_streams) >= 3, attention_streams
     else:  # dense streams run sam2's own attention, one per stream (bit-identical to stock)
         assert attention_streams == []
-    # a, b, bad start (their prompt frames: 1 each); frame 1 of all three in one call; b ends
-    # and c takes its slot (prompt frame: 1); frame 2 of a and frame 1 of c (bad's frame 2
-    # fails to decode: it ends alone); frame 3 of a with frame 2 of c.
-    assert batch_sizes == [1, 1, 1, 3, 1, 2, 2]
+    if encoder_batching:
+        # a, b, bad start (their prompt frames: 1 each); frame 1 of all three in one call; b ends
+        # and c takes its slot (prompt frame: 1); frame 2 of a and frame 1 of c (bad's frame 2
+        # fails to decode: it ends alone); frame 3 of a with frame 2 of c.
+        assert batch_sizes == [1, 1, 1, 3, 1, 2, 2]
+    else:  # on CPU each frame alone (encoder_batches_on): 4 prompt frames, 7 tracked ones
+        assert batch_sizes == [1] * 11
     assert set(batched) == {spec[0] for spec in VIDEOS}
 
     assert isinstance(batched["bad"], DecodeError) and isinstance(reference["bad"], DecodeError)

@@ -8,7 +8,10 @@ each per step:
 1. **encode**: the next frame of every live video is encoded in one
    ``forward_image`` call (the frames stacked on the batch dimension; all videos of
    one predictor share its image size) and cached in each video's own inference
-   state (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.encode_frames`);
+   state (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.encode_frames`).
+   Only where batching the encoder pays (on a GPU; on CPU it was measured slower
+   than one frame per call, :func:`~fastsam2.tracking.pruned_predictor.encoder_batches_on`):
+   otherwise each video encodes its own frame in its step, as alone;
 2. **track**: each video's own step then runs as it would alone (router, decoder,
    memory encoder, eviction of its own bank), finding its frame's features
    already cached, except that pruned memory attention waits: the steps run one
@@ -136,9 +139,11 @@ def _encode_ahead(predictor: Any, live: list[_Live]) -> dict[int, BaseException]
     """Encode the next frame of every live video that knows it, in one call; return the
     videos (by ``id``) whose frame could not be read (they end with that error). If the batched
     call itself fails, nothing is cached and each video encodes its own frame in its
-    step (where a failure stays that video's)."""
+    step (where a failure stays that video's). A predictor that does not batch its encoder
+    (on CPU, with the sparse encoder, ...: ``batches_encoder``) is left alone: each video
+    encodes its own frame in its step, exactly as when tracked alone."""
     encode = getattr(predictor, "encode_frames", None)
-    if encode is None:
+    if encode is None or not getattr(predictor, "batches_encoder", True):
         return {}
     ready, failed = [], {}
     for video in live:
