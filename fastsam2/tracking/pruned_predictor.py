@@ -84,9 +84,9 @@ def encoder_batches_on(device: torch.device) -> bool:
     fp32, 2-core Xeon, torch 2.14) ran one batch-2 ``forward_image`` 4-6% slower than two
     batch-1 calls at both 512 px (0.83 s vs 0.79 s median of 12) and 1024 px (3.99 s vs
     3.77 s median of 5), which made several videos per actor slower than one at a time.
-    So on CPU each video's frame is encoded alone, in its own step (memory attention is
-    still batched across streams there: that measured 9-12% faster than one call per
-    stream on the same machine).
+    So on CPU the lockstep engine encodes each video's frame in a call of its own (memory
+    attention is still batched across streams there: that measured 9-12% faster than one
+    call per stream on the same machine).
     """
     return torch.device(device).type != "cpu"
 
