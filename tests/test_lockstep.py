@@ -8,6 +8,7 @@ fail alone.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -208,6 +209,31 @@ def test_lockstep_frame_times_are_not_counted_twice(predictor):
     assert sum(times) <= 1.05 * wall_ms, (sum(times), wall_ms)
 
 
+def _step_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("lockstep-step")]
+
+
+def test_lockstep_steps_run_on_long_lived_threads(predictor):
+    """Round after round, the steps go to the run's few step threads, not to a fresh thread
+    per video per step (each new thread starts a new OpenMP team and malloc arena: slower on
+    CPU), and those threads stop when the run ends."""
+    predictor.configure_pruning(keep_ratio=0.3)
+    ran_on: list[threading.Thread] = []  # held, so a dead thread's id cannot come back
+
+    def steps(view, spec):
+        for t in _track(view, spec):
+            ran_on.append(threading.current_thread())
+            yield t
+
+    specs = [("a", 4, 1, None), ("c", 4, 1, None)]
+    done = dict(run_lockstep(StreamingTracker(predictor), [(s[0], lambda v, s=s: steps(v, s)) for s in specs],
+                             videos_per_step=2))
+    assert set(done) == {"a", "c"} and len(ran_on) == 8
+    workers = {t for t in ran_on if t is not threading.main_thread()}
+    assert len(workers) == 2, f"3 lockstep rounds of 2 videos ran on {len(workers)} threads"
+    assert not any(t.is_alive() for t in workers) and not _step_threads()
+
+
 def test_closing_lockstep_early_closes_its_live_videos(predictor):
     """A lockstep run abandoned mid-way (the actor is told to stop) closes every live video's
     tracking generator, so their decode threads and states go at once, not at garbage collection
@@ -233,3 +259,4 @@ def test_closing_lockstep_early_closes_its_live_videos(predictor):
     assert key == "c" and closed == ["c"]
     run.close()
     assert closed == ["c", "a"]
+    assert not _step_threads(), "closing the run stops its step threads"
