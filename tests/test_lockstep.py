@@ -8,6 +8,7 @@ fail alone.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -86,8 +87,11 @@ def _lockstep(predictor, per_step: int):
     return dict(run_lockstep(StreamingTracker(predictor), jobs, videos_per_step=per_step))
 
 
-@pytest.mark.parametrize("keep", [0.3, 1.0])
-def test_lockstep_equals_one_by_one(predictor, keep):
+@pytest.mark.parametrize("keep, encoder_batching", [(0.3, True), (1.0, True), (0.3, None)],
+                         ids=["keep0.3-encoder-batched", "keep1.0-encoder-batched", "keep0.3-cpu-rule"])
+def test_lockstep_equals_one_by_one(predictor, keep, encoder_batching):
+    """``encoder_batching=True`` runs the GPU's path (one encoder call over the live videos'
+    frames) on CPU; None follows the device rule, which on CPU encodes each frame alone."""
     predictor.configure_pruning(keep_ratio=keep)
     reference = _one_by_one(predictor)
 
@@ -107,19 +111,24 @@ def test_lockstep_equals_one_by_one(predictor, keep):
 
     predictor.forward_image = counting
     memory_conditioning.memory_attention_streams = counting_streams
+    predictor.encoder_batching = encoder_batching
     try:
         batched = _lockstep(predictor, per_step=3)
     finally:
         del predictor.forward_image
         memory_conditioning.memory_attention_streams = streams_call
+        predictor.encoder_batching = None
     if keep < 1.0:  # one attention call over the streams of a round (b has two objects)
         assert max(attention_streams) >= 3, attention_streams
     else:  # dense streams run sam2's own attention, one per stream (bit-identical to stock)
         assert attention_streams == []
-    # a, b, bad start (their prompt frames: 1 each); frame 1 of all three in one call; b ends
-    # and c takes its slot (prompt frame: 1); frame 2 of a and frame 1 of c (bad's frame 2
-    # fails to decode: it ends alone); frame 3 of a with frame 2 of c.
-    assert batch_sizes == [1, 1, 1, 3, 1, 2, 2]
+    if encoder_batching:
+        # a, b, bad start (their prompt frames: 1 each); frame 1 of all three in one call; b ends
+        # and c takes its slot (prompt frame: 1); frame 2 of a and frame 1 of c (bad's frame 2
+        # fails to decode: it ends alone); frame 3 of a with frame 2 of c.
+        assert batch_sizes == [1, 1, 1, 3, 1, 2, 2]
+    else:  # on CPU each frame alone (encoder_batches_on): 4 prompt frames, 7 tracked ones
+        assert batch_sizes == [1] * 11
     assert set(batched) == {spec[0] for spec in VIDEOS}
 
     assert isinstance(batched["bad"], DecodeError) and isinstance(reference["bad"], DecodeError)
@@ -200,6 +209,31 @@ def test_lockstep_frame_times_are_not_counted_twice(predictor):
     assert sum(times) <= 1.05 * wall_ms, (sum(times), wall_ms)
 
 
+def _step_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("lockstep-step")]
+
+
+def test_lockstep_steps_run_on_long_lived_threads(predictor):
+    """Round after round, the steps go to the run's few step threads, not to a fresh thread
+    per video per step (each new thread starts a new OpenMP team and malloc arena: slower on
+    CPU), and those threads stop when the run ends."""
+    predictor.configure_pruning(keep_ratio=0.3)
+    ran_on: list[threading.Thread] = []  # held, so a dead thread's id cannot come back
+
+    def steps(view, spec):
+        for t in _track(view, spec):
+            ran_on.append(threading.current_thread())
+            yield t
+
+    specs = [("a", 4, 1, None), ("c", 4, 1, None)]
+    done = dict(run_lockstep(StreamingTracker(predictor), [(s[0], lambda v, s=s: steps(v, s)) for s in specs],
+                             videos_per_step=2))
+    assert set(done) == {"a", "c"} and len(ran_on) == 8
+    workers = {t for t in ran_on if t is not threading.main_thread()}
+    assert len(workers) == 2, f"3 lockstep rounds of 2 videos ran on {len(workers)} threads"
+    assert not any(t.is_alive() for t in workers) and not _step_threads()
+
+
 def test_closing_lockstep_early_closes_its_live_videos(predictor):
     """A lockstep run abandoned mid-way (the actor is told to stop) closes every live video's
     tracking generator, so their decode threads and states go at once, not at garbage collection
@@ -225,3 +259,4 @@ def test_closing_lockstep_early_closes_its_live_videos(predictor):
     assert key == "c" and closed == ["c"]
     run.close()
     assert closed == ["c", "a"]
+    assert not _step_threads(), "closing the run stops its step threads"

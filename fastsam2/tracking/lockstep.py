@@ -8,7 +8,10 @@ each per step:
 1. **encode**: the next frame of every live video is encoded in one
    ``forward_image`` call (the frames stacked on the batch dimension; all videos of
    one predictor share its image size) and cached in each video's own inference
-   state (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.encode_frames`);
+   state (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.encode_frames`).
+   That is on a GPU; on CPU, where a batch was measured slower than one frame per
+   call (:func:`~fastsam2.tracking.pruned_predictor.encoder_batches_on`), the frames
+   are encoded one call each, still ahead of the steps and on the scheduling thread;
 2. **track**: each video's own step then runs as it would alone (router, decoder,
    memory encoder, eviction of its own bank), finding its frame's features
    already cached, except that pruned memory attention waits: the steps run one
@@ -41,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
+from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from fastsam2.tracking.streaming import StreamingTracker
@@ -92,6 +96,7 @@ def run_lockstep(tracker: StreamingTracker, videos: Iterable[VideoJob], videos_p
         raise ValueError(f"videos_per_step must be at least 1, got {videos_per_step}")
     queue = iter(videos)
     live: list[_Live] = []
+    rendezvous = _Rendezvous(tracker.predictor)
     try:
         while True:
             settled = False
@@ -123,20 +128,23 @@ def run_lockstep(tracker: StreamingTracker, videos: Iterable[VideoJob], videos_p
                 video.steps.close()
                 live.remove(video)
                 yield video.key, failed[id(video)]
-            for video, ended in zip(list(live), _step_all(tracker.predictor, live), strict=True):
+            for video, ended in zip(list(live), _step_all(rendezvous, live), strict=True):
                 if ended is not None:
                     live.remove(video)
                     yield ended
     finally:  # closed early or interrupted: stop every live video (decode threads, states)
         for video in live:
             video.steps.close()
+        rendezvous.close()
 
 
 def _encode_ahead(predictor: Any, live: list[_Live]) -> dict[int, BaseException]:
     """Encode the next frame of every live video that knows it, in one call; return the
     videos (by ``id``) whose frame could not be read (they end with that error). If the batched
     call itself fails, nothing is cached and each video encodes its own frame in its
-    step (where a failure stays that video's)."""
+    step (where a failure stays that video's). A predictor that does not batch its encoder
+    (on CPU, with the sparse encoder, ...: ``batches_encoder``) encodes them one call each,
+    here on the scheduling thread, as a video tracked alone does on its own thread."""
     encode = getattr(predictor, "encode_frames", None)
     if encode is None:
         return {}
@@ -166,10 +174,11 @@ def _encode_ahead(predictor: Any, live: list[_Live]) -> dict[int, BaseException]
     return failed
 
 
-def _step_all(predictor: Any, live: list[_Live]) -> list[tuple[Any, Any] | None]:
+def _step_all(rendezvous: _Rendezvous, live: list[_Live]) -> list[tuple[Any, Any] | None]:
     """Step every live video once, with one memory-attention call per round of streams.
 
-    Each video's step runs on a thread of its own, but only one thread runs at a time:
+    Each video's step runs on a thread of its own (one of the run's step threads, kept
+    for the whole run), but only one thread runs at a time:
     a step runs until its next stream (object) reaches memory attention, where it
     posts its request and waits, or until the step ends; then the next video's step
     runs. When every step waits or has ended, the waiting requests run as one batched
@@ -178,9 +187,9 @@ def _step_all(predictor: Any, live: list[_Live]) -> list[tuple[Any, Any] | None]
     next object) or ends. Without a predictor that batches, or with one video, the
     steps simply run in order.
     """
+    predictor = rendezvous.predictor
     if len(live) < 2 or not hasattr(predictor, "condition_streams"):
         return [_step(video) for video in live]
-    rendezvous = _Rendezvous(predictor)
     predictor.attention_batcher = rendezvous
     try:
         return rendezvous.step_all(live)
@@ -199,17 +208,46 @@ class _Worker:
         self.result: Any = None
         self.error: BaseException | None = None
         self.ended: tuple[Any, Any] | None = None
-        self.thread: threading.Thread | None = None
         self.share_ms = 0.0  # this stream's share of the batched call it waited for
 
 
+class _StepThread:
+    """A thread that runs video steps handed to it, round after round, until stopped.
+
+    The steps of a lockstep run go to the same few threads for the whole run, not to a
+    fresh thread per step: a new thread starts a new OpenMP team and malloc arena on its
+    first tensor op, which made tracking ~5% slower on CPU (SAM2.1 hiera-t at 512 px,
+    fp32, 2 cores: 8.7 s vs 8.3 s for 16 frames with each step on a fresh thread vs
+    on one long-lived thread or the caller's).
+    """
+
+    def __init__(self, rendezvous: _Rendezvous, name: str) -> None:
+        self.jobs: SimpleQueue[_Worker | None] = SimpleQueue()
+        self.rendezvous = rendezvous
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (worker := self.jobs.get()) is not None:
+            try:
+                self.rendezvous._run(worker)
+            except BaseException:  # noqa: BLE001 - keep serving; the step is already marked done
+                log.exception("lockstep step of %r raised", worker.video.key)
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+
+
 class _Rendezvous:
-    """Where the streams stepped together meet for their memory attention."""
+    """Where the streams stepped together meet for their memory attention; owns the run's
+    step threads (:meth:`close` stops them)."""
 
     def __init__(self, predictor: Any) -> None:
         self.predictor = predictor
         self.cv = threading.Condition()
         self.local = threading.local()
+        self.threads: list[_StepThread] = []
 
     def accepts(self) -> bool:
         """Whether the calling thread is a video's step run by :meth:`step_all`."""
@@ -237,10 +275,10 @@ class _Rendezvous:
 
     def step_all(self, live: list[_Live]) -> list[tuple[Any, Any] | None]:
         workers = [_Worker(video) for video in live]
-        for worker in workers:
-            worker.thread = threading.Thread(target=self._run, args=(worker,), daemon=True,
-                                             name=f"lockstep-{worker.video.key}")
-            worker.thread.start()
+        while len(self.threads) < len(workers):
+            self.threads.append(_StepThread(self, f"lockstep-step-{len(self.threads)}"))
+        for thread, worker in zip(self.threads, workers):
+            thread.jobs.put(worker)
             self._wait(worker)
         while parked := [w for w in workers if w.status == "parked"]:
             self._condition(parked)
@@ -249,15 +287,20 @@ class _Rendezvous:
                     worker.status = "running"
                     self.cv.notify_all()
                 self._wait(worker)
-        for worker in workers:
-            worker.thread.join()
         return [worker.ended for worker in workers]
+
+    def close(self) -> None:
+        """Stop the step threads (between rounds: none is running a step)."""
+        threads, self.threads = self.threads, []
+        for thread in threads:
+            thread.stop()
 
     def _run(self, worker: _Worker) -> None:
         self.local.worker = worker
         try:
             worker.ended = _step(worker.video)
         finally:
+            self.local.worker = None
             with self.cv:
                 worker.status = "done"
                 self.cv.notify_all()

@@ -75,6 +75,23 @@ TEXT_KEY = "fastsam2_text"  # the video's text phrase (or None)
 OBJECT_TEXT_KEY = "fastsam2_object_text"  # {obj_id: phrase}: an object's own text, over the video's
 
 
+def encoder_batches_on(device: torch.device) -> bool:
+    """Whether frames of several videos share one image-encoder call on ``device`` (the one
+    rule; :attr:`PrunedSAM2VideoPredictor.batches_encoder` applies it).
+
+    On a GPU one frame at batch 1 leaves most of the chip idle, and stacking the live
+    videos' frames is what videos per actor is for. On CPU one frame already keeps every
+    core busy, and a batch only grows the working set: SAM2.1 hiera-t (random weights,
+    fp32, 2-core Xeon, torch 2.14) ran one batch-2 ``forward_image`` 4-6% slower than two
+    batch-1 calls at both 512 px (0.83 s vs 0.79 s median of 12) and 1024 px (3.99 s vs
+    3.77 s median of 5), which made several videos per actor slower than one at a time.
+    So on CPU the lockstep engine encodes each video's frame in a call of its own (memory
+    attention is still batched across streams there: that measured 9-12% faster than one
+    call per stream on the same machine).
+    """
+    return torch.device(device).type != "cpu"
+
+
 def _batch_rows(backbone_out: dict[str, Any], i: int) -> dict[str, Any]:
     """Row ``i`` of a batched ``forward_image`` output (tensors and lists of tensors)."""
     return {
@@ -144,6 +161,9 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self._timer: ComponentTimer | None = None
         #: Set by the lockstep engine while it steps streams together (fastsam2.tracking.lockstep).
         self.attention_batcher: Any = None
+        #: Batch the image encoder across videos: None follows the device (:func:`encoder_batches_on`);
+        #: True/False force it (tests run the GPU's batched path on CPU with True).
+        self.encoder_batching: bool | None = None
 
     # ---- public configuration ---------------------------------------------------------------
     def configure_pruning(
@@ -278,9 +298,13 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
 
     @property
     def batches_encoder(self) -> bool:
-        """Whether frames of several videos can share one image-encoder call: not with the
-        sparse encoder (its activation cache is per video) nor with sampled MC-dropout
-        uncertainty (its random stream would differ from one-video-at-a-time)."""
+        """Whether frames of several videos share one image-encoder call: where it pays (on a
+        GPU, not on CPU: :func:`encoder_batches_on`, unless :attr:`encoder_batching` forces it),
+        and never with the sparse encoder (its activation cache is per video) nor with sampled
+        MC-dropout uncertainty (its random stream would differ from one-video-at-a-time)."""
+        batching = self.encoder_batching
+        if not (encoder_batches_on(self.device) if batching is None else batching):
+            return False
         router = self.router if self.pruning_active else None
         return self.sparse_encoder is None and not (router is not None and router.config.uncertainty == "mc")
 
