@@ -1,4 +1,4 @@
-"""Several videos per tracker, advanced in lockstep: one image-encoder call per step.
+"""Several videos per tracker, advanced in lockstep: one image-encoder call per step (on a GPU).
 
 A tracking actor that holds one SAM2 model on a GPU leaves most of the chip idle
 when it tracks one video at a time with batch size 1. :func:`run_lockstep` keeps
