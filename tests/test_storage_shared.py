@@ -113,3 +113,11 @@ def test_every_command_checks_storage_options_the_same_way(command, value, messa
 
     r = invoke(*command, "--storage-options", value)
     assert r.exit_code == 2 and message in r.output and "--storage-options" in r.output, r.output
+
+
+def test_python_callers_give_storage_options_as_a_dict_or_as_the_flags_text():
+    from fastsam2.cli.options import build_config
+
+    opts = {"anon": True, "client_kwargs": {"region_name": "eu"}}
+    for given in (opts, json.dumps(opts)):
+        assert build_config(("s3://b/in/",), output="s3://b/out", storage_options=given).storage_options == opts

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from fastsam2.cli.storage_options import storage_options_option
+from fastsam2.cli.storage_options import JsonObject, storage_options_option
 from fastsam2.config import ConfigError, JobConfig, StageResources, load_config
 from fastsam2.stage_specs import STAGE_SPECS, STAGES
 
@@ -215,7 +215,9 @@ def flag_overrides(inputs: tuple[str, ...], **kw: Any) -> dict:
     if prompts_mode is None and (point or box):
         prompts_mode = "user"
     over: dict = {"inputs": list(inputs) or None, "resources": _resource_overrides(kw.get("resource_overrides") or ())}
-    parsed = {"point": point, "box": box, "prompts": prompts_mode}
+    # A dict from click (the option parses it) or from Python callers; the flag's JSON text from others.
+    storage_options = JsonObject().convert(kw.get("storage_options"), None, None)
+    parsed = {"point": point, "box": box, "prompts": prompts_mode, "storage_options": storage_options}
     for flag, path in FLAG_FIELDS.items():
         value = parsed[flag] if flag in parsed else kw.get(flag)
         if value is not None:

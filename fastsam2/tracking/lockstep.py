@@ -234,9 +234,12 @@ class _StepThread:
             except BaseException:  # noqa: BLE001 - keep serving; the step is already marked done
                 log.exception("lockstep step of %r raised", worker.video.key)
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the thread to end after its current step; wait for it at most ``timeout_s`` (a run
+        interrupted mid-round may leave a step parked at the rendezvous for good: the thread is
+        a daemon, so it never blocks the process from exiting)."""
         self.jobs.put(None)
-        self.thread.join()
+        self.thread.join(timeout=timeout_s)
 
 
 class _Rendezvous:
