@@ -110,18 +110,19 @@ class LazyTextScorer:
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
         self._scorer = None
-        self._unavailable: Exception | None = None
+        self._unavailable: str | None = None  # the one-line error, once the weights were found missing
 
     @property
     def loaded(self) -> bool:
         return self._scorer is not None
 
     def __call__(self):
+        from fastsam2.models.weights import ClipWeightsUnavailable
+
         if self._unavailable is not None:
-            raise type(self._unavailable)(str(self._unavailable))
+            raise ClipWeightsUnavailable(self._unavailable)
         if self._scorer is None:
             from fastsam2.models.factory import CLIP_WEIGHTS_DTYPE, shared_clip
-            from fastsam2.models.weights import ClipWeightsUnavailable
             from fastsam2.prompts.grounding import RegionTextScorer
 
             pr, m = self.cfg.pruning, self.cfg.model
@@ -130,9 +131,8 @@ class LazyTextScorer:
                                    weights_dtype=CLIP_WEIGHTS_DTYPE)
             except ClipWeightsUnavailable as exc:
                 first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                self._unavailable = ClipWeightsUnavailable(
-                    f"--text selects objects by CLIP, which is unavailable: {first_line}")
-                raise self._unavailable from None
+                self._unavailable = f"--text selects objects by CLIP, which is unavailable: {first_line}"
+                raise ClipWeightsUnavailable(self._unavailable) from None
             self._scorer = RegionTextScorer(clip)
         return self._scorer
 

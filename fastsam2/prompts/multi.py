@@ -18,6 +18,7 @@ as many as the video's ``max_objects`` (a cap on all its objects) leaves free.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -210,8 +211,7 @@ class NewObjectDetector:
     def for_video(self, task) -> "NewObjectDetector":
         """This detector with the video's user text (used as every new object's phrase) bound;
         in a text run the phrase also selects the new objects."""
-        bound = NewObjectDetector(self.proposer, self.masker, self.settings, self.new_object_iou, self.captioner,
-                                  self.text_scorer, self.text_threshold)
+        bound = copy.copy(self)  # the shared models and settings; the video's own fields below
         bound.video_id = task.video_id
         bound.text = task.text if task.prompt_source == "user" or not task.objects or not task.objects[0].caption else None
         bound.select_by_text = task.prompt_source == "text" and bool(task.text)
