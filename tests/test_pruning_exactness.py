@@ -88,3 +88,23 @@ def test_the_neck_hands_out_its_encodings_without_copying_them(dtype):
     want = stock_neck.position_encoding(x)
     assert want.data_ptr() != stock_neck.position_encoding(x).data_ptr()  # stock copies every call
     assert torch.equal(first, want.to(dtype))
+
+
+def test_the_trunk_interpolates_its_position_embedding_once_per_weights():
+    """Our predictor's Hiera computes its interpolated position embedding once (stock redoes it
+    every frame): the same values as stock's, the same tensor for the next frame, and new
+    values as soon as new weights are loaded (a cache keyed on the grid alone would serve the
+    random initialisation's embedding after a checkpoint load)."""
+    from sam2.modeling.backbones.hieradet import Hiera
+
+    stock, ours = tiny_sam2(STOCK_PREDICTOR).image_encoder.trunk, tiny_sam2(PREDICTOR_TARGET).image_encoder.trunk
+    assert type(stock) is Hiera and isinstance(ours, Hiera)
+    with torch.no_grad():
+        ours.load_state_dict(stock.state_dict())
+        first, second = ours._get_pos_embed((64, 64)), ours._get_pos_embed((64, 64))
+        assert first.data_ptr() == second.data_ptr()
+        assert torch.equal(first, stock._get_pos_embed((64, 64)))
+        stock.pos_embed.add_(1.0)
+        ours.load_state_dict(stock.state_dict())
+        assert torch.equal(ours._get_pos_embed((64, 64)), stock._get_pos_embed((64, 64)))
+        assert torch.equal(ours._get_pos_embed((32, 32)), stock._get_pos_embed((32, 32)))  # another grid

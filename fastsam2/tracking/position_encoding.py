@@ -15,11 +15,18 @@ produce in that dtype (so results stay bit-identical), no copy, no memory per ca
 frame, whatever the precision. Nothing in sam2 or in this project writes into a
 positional encoding in place (they are added out of place), which is what makes a shared
 tensor safe.
+
+The trunk has the same habit: Hiera's ``_get_pos_embed`` interpolates its learned 7x7
+embedding bicubically to the patch grid and adds the tiled window embedding on every
+call, a function of the weights and the grid alone (at 1024 px 256x256x96 values, about
+45 ms per frame on a 2-core CPU). :class:`PositionCachedHiera` computes it once per
+(grid, device, autocast state) and weights version, and hands out that tensor.
 """
 
 from __future__ import annotations
 
 import torch
+from sam2.modeling.backbones.hieradet import Hiera
 from sam2.modeling.position_encoding import PositionEmbeddingSine
 
 
@@ -51,3 +58,34 @@ def broadcast_image_positions(model: torch.nn.Module) -> None:
     neck = model.image_encoder.neck
     if type(neck.position_encoding) is PositionEmbeddingSine:
         neck.position_encoding = BroadcastPositionEmbeddingSine.like(neck.position_encoding)
+
+
+class PositionCachedHiera(Hiera):
+    """sam2's Hiera trunk whose interpolated position embedding is computed once, not per frame.
+
+    The cache key holds everything the value depends on: the grid, the device, the autocast
+    state, and the two embedding parameters' storage and version counters (loading weights
+    into them, as ``load_state_dict`` does, bumps the version, so new weights are never
+    served stale values). While autograd records (training the embedding) nothing is cached.
+    """
+
+    _pos_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _get_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+        pe, window = self.pos_embed, self.pos_embed_window
+        if torch.is_grad_enabled() and (pe.requires_grad or window.requires_grad):
+            return super()._get_pos_embed(hw)
+        device = pe.device.type
+        autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        key = (tuple(hw), pe.device, autocast, pe.data_ptr(), pe._version, window.data_ptr(), window._version)
+        if self._pos_cache is None or self._pos_cache[0] != key:
+            self._pos_cache = (key, super()._get_pos_embed(hw))
+        return self._pos_cache[1]
+
+
+def cache_trunk_positions(model: torch.nn.Module) -> None:
+    """Make ``model``'s Hiera trunk a :class:`PositionCachedHiera` (same module, same weights:
+    only the class of the instance changes, which adds the cache and nothing else)."""
+    trunk = model.image_encoder.trunk
+    if type(trunk) is Hiera:
+        trunk.__class__ = PositionCachedHiera

@@ -56,7 +56,7 @@ from fastsam2.tracking.memory_conditioning import (
     condition_streams,
     prepare_conditioning,
 )
-from fastsam2.tracking.position_encoding import broadcast_image_positions
+from fastsam2.tracking.position_encoding import broadcast_image_positions, cache_trunk_positions
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.runtime import autocast_context, compile_modules, enable_tf32, resolve_precision
 from fastsam2.tracking.signals import capture_encoder_taps, prior_from_masks
@@ -147,6 +147,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         broadcast_image_positions(self)  # the neck's encodings as views, not per-frame copies
+        cache_trunk_positions(self)  # the trunk's interpolated embedding once, not per frame
         self.keep_ratio: float = 1.0
         self.router: Router | None = None
         self.collect_stats: bool = True

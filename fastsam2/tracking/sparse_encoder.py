@@ -202,7 +202,6 @@ class SparseHieraEncoder:
         self.image_encoder = image_encoder
         self.trunk = trunk
         self.config = config
-        self._pos_cache: tuple[tuple, Tensor] | None = None
 
     # ---- public ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -227,7 +226,7 @@ class SparseHieraEncoder:
         tap_blocks = tuple(sorted(int(b) for b in tap_blocks))
         trunk = self.trunk
         x = trunk.patch_embed(img)
-        x = x + self._pos_embed(x.shape[1:3])
+        x = x + trunk._get_pos_embed(x.shape[1:3])  # computed once in our predictor (PositionCachedHiera)
 
         reason = ""
         if force_full:
@@ -453,15 +452,6 @@ class SparseHieraEncoder:
         if blk.q_stride:
             return H // blk.q_stride[0], W // blk.q_stride[1]
         return H, W
-
-    def _pos_embed(self, hw: tuple[int, int]) -> Tensor:
-        """Hiera's interpolated position embedding (a function of the weights and the grid
-        alone: computed once, then reused; the same values sam2 recomputes per frame)."""
-        pe = self.trunk.pos_embed
-        key = (tuple(hw), pe.data_ptr(), pe._version, self.trunk.pos_embed_window._version)
-        if self._pos_cache is None or self._pos_cache[0] != key:
-            self._pos_cache = (key, self.trunk._get_pos_embed(hw))
-        return self._pos_cache[1]
 
     def _neck(self, trunk_outputs: list[Tensor]) -> dict[str, Any]:
         """sam2's ``ImageEncoder.forward`` after the trunk (``FpnNeck.forward``, scalp), run as is
