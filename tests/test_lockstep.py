@@ -67,19 +67,57 @@ def _track(tracker: StreamingTracker, spec):
     return records
 
 
-def _one_by_one(predictor):
+def _one_by_one(predictor, videos=VIDEOS):
+    """The reference: each video alone, each of its objects after the other (as sam2 tracks them)."""
     tracker = StreamingTracker(predictor)
     out = {}
-    for spec in VIDEOS:
-        steps = _track(tracker, spec)
-        try:
-            while True:
-                next(steps)
-        except StopIteration as done:
-            out[spec[0]] = done.value
-        except DecodeError as exc:
-            out[spec[0]] = exc
+    predictor.object_batching = False
+    try:
+        for spec in videos:
+            steps = _track(tracker, spec)
+            try:
+                while True:
+                    next(steps)
+            except StopIteration as done:
+                out[spec[0]] = done.value
+            except DecodeError as exc:
+                out[spec[0]] = exc
+    finally:
+        predictor.object_batching = True
     return out
+
+
+class _CountStreams:
+    """Counts the streams of every batched memory-attention call (``memory_attention_streams``)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.original = memory_conditioning.memory_attention_streams
+
+    def __enter__(self) -> list[int]:
+        def counting(memory_attention, curr, *args):
+            self.calls.append(curr.shape[1])
+            return self.original(memory_attention, curr, *args)
+
+        memory_conditioning.memory_attention_streams = counting
+        return self.calls
+
+    def __exit__(self, *exc) -> None:
+        memory_conditioning.memory_attention_streams = self.original
+
+
+def _assert_same_tracking(ours, ref, name: str, n: int, objects: int) -> None:
+    """Masks equal, memory features and object pointers within FEATURE_TOL, every frame encoded once."""
+    assert [r[0] for r in ours] == [r[0] for r in ref] == list(range(n))
+    for (t, masks, memory, calls), (_, ref_masks, ref_memory, ref_calls) in zip(ours, ref):
+        assert masks.shape[0] == objects
+        np.testing.assert_array_equal(masks, ref_masks, err_msg=f"{name} frame {t}")
+        assert calls == ref_calls == 1, f"{name} frame {t}: every frame is encoded exactly once"
+        for obj_idx, (feats, ptr) in memory.items():
+            ref_feats, ref_ptr = ref_memory[obj_idx]
+            assert feats.shape == ref_feats.shape
+            torch.testing.assert_close(feats, ref_feats, atol=FEATURE_TOL, rtol=0)
+            torch.testing.assert_close(ptr, ref_ptr, atol=FEATURE_TOL, rtol=0)
 
 
 def _lockstep(predictor, per_step: int):
@@ -102,24 +140,18 @@ def test_lockstep_equals_one_by_one(predictor, keep, encoder_batching):
         batch_sizes.append(img_batch.shape[0])
         return forward_image(img_batch)
 
-    attention_streams: list[int] = []
-    streams_call = memory_conditioning.memory_attention_streams
-
-    def counting_streams(memory_attention, curr, *args):
-        attention_streams.append(curr.shape[1])
-        return streams_call(memory_attention, curr, *args)
-
     predictor.forward_image = counting
-    memory_conditioning.memory_attention_streams = counting_streams
     predictor.encoder_batching = encoder_batching
     try:
-        batched = _lockstep(predictor, per_step=3)
+        with _CountStreams() as attention_streams:
+            batched = _lockstep(predictor, per_step=3)
     finally:
         del predictor.forward_image
-        memory_conditioning.memory_attention_streams = streams_call
         predictor.encoder_batching = None
-    if keep < 1.0:  # one attention call over the streams of a round (b has two objects)
-        assert max(attention_streams) >= 3, attention_streams
+    if keep < 1.0:
+        # one attention call over every (video, object) stream of a step: a, b's two objects and
+        # bad on frame 1 (later rounds group by memory length while the banks fill)
+        assert attention_streams[0] == 4, attention_streams
     else:  # dense streams run sam2's own attention, one per stream (bit-identical to stock)
         assert attention_streams == []
     if encoder_batching:
@@ -133,17 +165,31 @@ def test_lockstep_equals_one_by_one(predictor, keep, encoder_batching):
 
     assert isinstance(batched["bad"], DecodeError) and isinstance(reference["bad"], DecodeError)
     for name, n, objects, _ in (v for v in VIDEOS if v[3] is None):
-        ours, ref = batched[name], reference[name]
-        assert [r[0] for r in ours] == [r[0] for r in ref] == list(range(n))
-        for (t, masks, memory, calls), (_, ref_masks, ref_memory, ref_calls) in zip(ours, ref):
-            assert masks.shape[0] == objects
-            np.testing.assert_array_equal(masks, ref_masks, err_msg=f"{name} frame {t}")
-            assert calls == ref_calls == 1, f"{name} frame {t}: every frame is encoded exactly once"
-            for obj_idx, (feats, ptr) in memory.items():
-                ref_feats, ref_ptr = ref_memory[obj_idx]
-                assert feats.shape == ref_feats.shape
-                torch.testing.assert_close(feats, ref_feats, atol=FEATURE_TOL, rtol=0)
-                torch.testing.assert_close(ptr, ref_ptr, atol=FEATURE_TOL, rtol=0)
+        _assert_same_tracking(batched[name], reference[name], name, n, objects)
+
+
+def _object_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("object-step")]
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.1])
+def test_objects_of_one_video_meet_in_one_attention_call_per_frame(predictor, keep):
+    """Pruned, a video's objects step together on each frame: one memory-attention call over
+    all of them (not one per object), with results equal to one object after another, and the
+    object step threads gone when the video ends."""
+    predictor.configure_pruning(keep_ratio=keep)
+    spec = ("trio", 5, 3, None)
+    reference = _one_by_one(predictor, [spec])["trio"]
+    with _CountStreams() as attention_streams:
+        steps = _track(StreamingTracker(predictor), spec)
+        try:
+            while True:
+                next(steps)
+        except StopIteration as done:
+            ours = done.value
+    assert attention_streams == [3] * 4, attention_streams  # frames 1-4, three objects each
+    _assert_same_tracking(ours, reference, "trio", 5, 3)
+    assert not _object_threads()
 
 
 def test_lockstep_rejects_zero_videos(predictor):

@@ -15,9 +15,9 @@ each per step:
 2. **track**: each video's own step then runs as it would alone (router, decoder,
    memory encoder, eviction of its own bank), finding its frame's features
    already cached, except that pruned memory attention waits: the steps run one
-   at a time on threads of their own and meet there, and one call runs memory
-   attention for every (video, object) stream of the round that has the same
-   shapes (all pruned streams share ``k``; streams whose memory lengths differ,
+   at a time on threads of their own and meet there
+   (:mod:`fastsam2.tracking.rendezvous`), and one call runs memory attention for
+   every (video, object) stream of the step that has the same shapes (all pruned streams share ``k``; streams whose memory lengths differ,
    while a young video's bank fills up, are grouped by length, never padded).
    Dense streams (keep 1.0) run sam2's own attention, one per stream, so they stay
    bit-identical to stock.
@@ -40,13 +40,12 @@ memory features and object pointers).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from queue import SimpleQueue
 from typing import Any, TypeVar
 
+from fastsam2.tracking.rendezvous import Rendezvous
 from fastsam2.tracking.streaming import StreamingTracker
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def run_lockstep(tracker: StreamingTracker, videos: Iterable[VideoJob], videos_p
         raise ValueError(f"videos_per_step must be at least 1, got {videos_per_step}")
     queue = iter(videos)
     live: list[_Live] = []
-    rendezvous = _Rendezvous(tracker.predictor)
+    rendezvous = Rendezvous(tracker.predictor, "lockstep-step")
     try:
         while True:
             settled = False
@@ -174,164 +173,22 @@ def _encode_ahead(predictor: Any, live: list[_Live]) -> dict[int, BaseException]
     return failed
 
 
-def _step_all(rendezvous: _Rendezvous, live: list[_Live]) -> list[tuple[Any, Any] | None]:
+def _step_all(rendezvous: Rendezvous, live: list[_Live]) -> list[tuple[Any, Any] | None]:
     """Step every live video once, with one memory-attention call per round of streams.
 
     Each video's step runs on a thread of its own (one of the run's step threads, kept
-    for the whole run), but only one thread runs at a time:
-    a step runs until its next stream (object) reaches memory attention, where it
-    posts its request and waits, or until the step ends; then the next video's step
-    runs. When every step waits or has ended, the waiting requests run as one batched
-    call (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.condition_streams`),
-    and the waiting steps resume one at a time, in order, until each waits again (its
-    next object) or ends. Without a predictor that batches, or with one video, the
-    steps simply run in order.
+    for the whole run; :class:`~fastsam2.tracking.rendezvous.Rendezvous`), but only one
+    thread runs at a time: a step runs until its streams (its objects, which meet first
+    on the video's own thread) reach memory attention, where it posts their requests and
+    waits, or until the step ends; then the next video's step runs. When every step waits
+    or has ended, the waiting requests run as one batched call
+    (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.condition_streams`),
+    and the waiting steps resume one at a time, in order, until each waits again or ends.
+    Without a predictor that batches, or with one video, the steps simply run in order.
     """
-    predictor = rendezvous.predictor
-    if len(live) < 2 or not hasattr(predictor, "condition_streams"):
+    if len(live) < 2 or not hasattr(rendezvous.predictor, "condition_streams"):
         return [_step(video) for video in live]
-    predictor.attention_batcher = rendezvous
-    try:
-        return rendezvous.step_all(live)
-    finally:
-        predictor.attention_batcher = None
-
-
-class _Worker:
-    """One video's step on its own thread: ``running`` -> ``parked`` (waiting for the
-    batched attention) -> ``running`` ... -> ``done``."""
-
-    def __init__(self, video: _Live) -> None:
-        self.video = video
-        self.status = "running"
-        self.request: Any = None
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.ended: tuple[Any, Any] | None = None
-        self.share_ms = 0.0  # this stream's share of the batched call it waited for
-
-
-class _StepThread:
-    """A thread that runs video steps handed to it, round after round, until stopped.
-
-    The steps of a lockstep run go to the same few threads for the whole run, not to a
-    fresh thread per step: a new thread starts a new OpenMP team and malloc arena on its
-    first tensor op, which made tracking ~5% slower on CPU (SAM2.1 hiera-t at 512 px,
-    fp32, 2 cores: 8.7 s vs 8.3 s for 16 frames with each step on a fresh thread vs
-    on one long-lived thread or the caller's).
-    """
-
-    def __init__(self, rendezvous: _Rendezvous, name: str) -> None:
-        self.jobs: SimpleQueue[_Worker | None] = SimpleQueue()
-        self.rendezvous = rendezvous
-        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while (worker := self.jobs.get()) is not None:
-            try:
-                self.rendezvous._run(worker)
-            except BaseException:  # noqa: BLE001 - keep serving; the step is already marked done
-                log.exception("lockstep step of %r raised", worker.video.key)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Ask the thread to end after its current step; wait for it at most ``timeout_s`` (a run
-        interrupted mid-round may leave a step parked at the rendezvous for good: the thread is
-        a daemon, so it never blocks the process from exiting)."""
-        self.jobs.put(None)
-        self.thread.join(timeout=timeout_s)
-
-
-class _Rendezvous:
-    """Where the streams stepped together meet for their memory attention; owns the run's
-    step threads (:meth:`close` stops them)."""
-
-    def __init__(self, predictor: Any) -> None:
-        self.predictor = predictor
-        self.cv = threading.Condition()
-        self.local = threading.local()
-        self.threads: list[_StepThread] = []
-
-    def accepts(self) -> bool:
-        """Whether the calling thread is a video's step run by :meth:`step_all`."""
-        return getattr(self.local, "worker", None) is not None
-
-    def submit(self, request: Any) -> Any:
-        """(On a step's thread) post one stream's request, wait for the batched result."""
-        worker: _Worker = self.local.worker
-        parked_at = time.perf_counter()
-        with self.cv:
-            worker.request, worker.status = request, "parked"
-            self.cv.notify_all()
-            self.cv.wait_for(lambda: worker.status == "running")
-            result, error = worker.result, worker.error
-            worker.request = worker.result = worker.error = None
-        # The video's frame clock ran while it was parked (other videos' steps and the whole
-        # batched call): take that out and charge only this stream's share of the call.
-        session = worker.video.tracker.session
-        if session is not None:
-            session.pending_ms += worker.share_ms - (time.perf_counter() - parked_at) * 1000.0
-        worker.share_ms = 0.0
-        if error is not None:
-            raise error
-        return result
-
-    def step_all(self, live: list[_Live]) -> list[tuple[Any, Any] | None]:
-        workers = [_Worker(video) for video in live]
-        while len(self.threads) < len(workers):
-            self.threads.append(_StepThread(self, f"lockstep-step-{len(self.threads)}"))
-        for thread, worker in zip(self.threads, workers):
-            thread.jobs.put(worker)
-            self._wait(worker)
-        while parked := [w for w in workers if w.status == "parked"]:
-            self._condition(parked)
-            for worker in parked:
-                with self.cv:
-                    worker.status = "running"
-                    self.cv.notify_all()
-                self._wait(worker)
-        return [worker.ended for worker in workers]
-
-    def close(self) -> None:
-        """Stop the step threads (between rounds: none is running a step)."""
-        threads, self.threads = self.threads, []
-        for thread in threads:
-            thread.stop()
-
-    def _run(self, worker: _Worker) -> None:
-        self.local.worker = worker
-        try:
-            worker.ended = _step(worker.video)
-        finally:
-            self.local.worker = None
-            with self.cv:
-                worker.status = "done"
-                self.cv.notify_all()
-
-    def _wait(self, worker: _Worker) -> None:
-        """Until ``worker`` waits for attention or its step has ended (one thread runs at a time)."""
-        with self.cv:
-            self.cv.wait_for(lambda: worker.status in ("parked", "done"))
-
-    def _condition(self, parked: list[_Worker]) -> None:
-        """The round's batched attention; if it fails, each stream alone (a failure stays
-        that stream's video's)."""
-        t0 = time.perf_counter()
-        try:
-            results = self.predictor.condition_streams([w.request for w in parked])
-            share = (time.perf_counter() - t0) * 1000.0 / len(parked)
-            for worker in parked:
-                worker.share_ms = share
-        except Exception as exc:  # noqa: BLE001
-            log.warning("batched memory attention of %d streams failed (%s: %s); running them one by one",
-                        len(parked), type(exc).__name__, exc)
-            for worker in parked:
-                t0 = time.perf_counter()
-                try:
-                    worker.result = self.predictor.condition_streams([worker.request])[0]
-                except Exception as own:  # noqa: BLE001
-                    worker.error = own
-                worker.share_ms = (time.perf_counter() - t0) * 1000.0
-            return
-        for worker, result in zip(parked, results, strict=True):
-            worker.result = result
+    outcomes = rendezvous.run_all([lambda v=video: _step(v) for video in live],
+                                  trackers=[video.tracker for video in live])
+    return [ended if raised is None else (video.key, raised)
+            for video, (ended, raised) in zip(live, outcomes, strict=True)]

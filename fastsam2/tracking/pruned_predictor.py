@@ -56,6 +56,7 @@ from fastsam2.tracking.memory_conditioning import (
     condition_streams,
     prepare_conditioning,
 )
+from fastsam2.tracking import rendezvous
 from fastsam2.tracking.position_encoding import broadcast_image_positions, cache_trunk_positions
 from fastsam2.tracking.router import Router, RouterConfig
 from fastsam2.tracking.runtime import autocast_context, compile_modules, enable_tf32, resolve_precision
@@ -131,6 +132,46 @@ class _FrameCtx:
     kept: Tensor | None = None
 
 
+class _Propagation:
+    """One ``propagate_in_video`` run: on each frame, every object that frame tracks steps
+    together on the first object's call (sam2's loop asks object by object; the others'
+    results wait here for their turn). The objects' steps are independent (each reads its
+    own memory and the frame's shared features), so stepping them together changes no
+    result: it lets their memory attention run as one call (:mod:`fastsam2.tracking.rendezvous`)."""
+
+    def __init__(self) -> None:
+        self.rendezvous: rendezvous.Rendezvous | None = None
+        self.frame: tuple[int, bool] | None = None
+        self.results: dict[int, tuple[Any, BaseException | None]] = {}
+
+    def result(self, predictor: PrunedSAM2VideoPredictor, inference_state: dict[str, Any], frame_idx: int,
+               reverse: bool, obj_idx: int):
+        if self.frame != (frame_idx, reverse) or obj_idx not in self.results:
+            # The objects this frame tracks, as sam2's loop picks them (prompted frames are not tracked).
+            due = [i for i, out in sorted(inference_state["output_dict_per_obj"].items())
+                   if frame_idx not in out["cond_frame_outputs"] and i >= obj_idx]
+            if len(due) < 2:
+                self.frame, self.results = None, {}
+                return predictor._object_step(inference_state, frame_idx, reverse, obj_idx)
+            predictor._get_image_feature(inference_state, frame_idx, 1)  # encoded once, on this thread
+            if self.rendezvous is None:
+                self.rendezvous = rendezvous.Rendezvous(predictor, "object-step")
+            outcomes = self.rendezvous.run_all(
+                [lambda i=i: predictor._object_step(inference_state, frame_idx, reverse, i) for i in due]
+            )
+            self.frame, self.results = (frame_idx, reverse), dict(zip(due, outcomes, strict=True))
+        value, raised = self.results.pop(obj_idx)
+        if raised is not None:
+            self.results = {}
+            raise raised
+        return value
+
+    def close(self) -> None:
+        if self.rendezvous is not None:
+            self.rendezvous.close()
+            self.rendezvous = None
+
+
 class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     """``SAM2VideoPredictor`` whose memory attention runs on router-selected tokens.
 
@@ -143,6 +184,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     _ctx = _PerThread()  # the frame inference in progress
     _taps = _PerThread()  # router taps of the encoder call in progress
     _encoding = _PerThread()  # the frame the image encoder is running on
+    _propagation = _PerThread()  # the propagate_in_video step this thread is running
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -160,8 +202,9 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self.precision: str = "fp32"  # configure_runtime
         self.profile: bool = False
         self._timer: ComponentTimer | None = None
-        #: Set by the lockstep engine while it steps streams together (fastsam2.tracking.lockstep).
-        self.attention_batcher: Any = None
+        #: Step the objects of a video together on each frame, one memory-attention call for all
+        #: (pruned runs; False: one object after another, as sam2 does).
+        self.object_batching: bool = True
         #: Batch the image encoder across videos: None follows the device (:func:`encoder_batches_on`);
         #: True/False force it (tests run the GPU's batched path on CPU with True).
         self.encoder_batching: bool | None = None
@@ -419,16 +462,22 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         times are read once per frame; the sparse encoder's activation cache is dropped
         when it ends."""
         steps = super().propagate_in_video(inference_state, *args, **kwargs)
+        propagation = _Propagation()
         try:
             while True:
-                with self._autocast():
-                    item = next(steps, None)
+                outer, self._propagation = self._propagation, propagation
+                try:
+                    with self._autocast():
+                        item = next(steps, None)
+                finally:
+                    self._propagation = outer
                 if item is None:
                     return
                 self.timer.flush()
                 yield item
         finally:
             steps.close()
+            propagation.close()
             self.timer.flush()
             inference_state.pop(ENCODER_CACHE_KEY, None)
 
@@ -439,6 +488,32 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         obj_idx = next(
             (i for i, d in inference_state["output_dict_per_obj"].items() if d is output_dict), None
         )
+        propagation = self._propagation
+        tracking_step = (not is_init_cond_frame and point_inputs is None and mask_inputs is None
+                         and run_mem_encoder and prev_sam_mask_logits is None)
+        if propagation is not None and tracking_step and obj_idx is not None and self._steps_objects_together():
+            return propagation.result(self, inference_state, frame_idx, reverse, obj_idx)
+        return self._run_object(inference_state, output_dict, obj_idx, frame_idx, batch_size, is_init_cond_frame,
+                                point_inputs, mask_inputs, reverse, run_mem_encoder, prev_sam_mask_logits)
+
+    def _steps_objects_together(self) -> bool:
+        """Whether a pruned propagation steps a video's objects together (one memory-attention
+        call per frame for all of them): never with sampled MC-dropout uncertainty, whose
+        random stream would then be drawn in another order than one object after another."""
+        router = self.router if self.pruning_active else None
+        return self.object_batching and router is not None and router.config.uncertainty != "mc"
+
+    def _object_step(self, inference_state, frame_idx: int, reverse: bool, obj_idx: int):
+        """One object's tracking step on ``frame_idx`` as sam2's propagation runs it, on a
+        thread of the video's object rendezvous (entering this run's modes: they are per thread)."""
+        output_dict = inference_state["output_dict_per_obj"][obj_idx]
+        with torch.inference_mode(), self._autocast():
+            return self._run_object(inference_state, output_dict, obj_idx, frame_idx, 1, False, None, None,
+                                    reverse, True, None)
+
+    def _run_object(self, inference_state, output_dict, obj_idx, frame_idx, batch_size, is_init_cond_frame,
+                    point_inputs, mask_inputs, reverse, run_mem_encoder, prev_sam_mask_logits):
+        """sam2's step of one object on one frame, in this predictor's context; its memory compacted."""
         ctx = _FrameCtx(inference_state, frame_idx, obj_idx)
         outer, self._ctx = self._ctx, ctx
         try:
@@ -598,11 +673,12 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
                 self, frame_idx, feats, current_vision_pos_embeds[-1], (H, W), output_dict, num_frames,
                 track_in_reverse, kept,
             )
-        batcher = self.attention_batcher
-        if batcher is not None and batcher.accepts():
-            # Stepped in lockstep: wait for one attention call over every stream of the round.
+        batcher = rendezvous.current()
+        if batcher is not None and batcher.predictor is self:
+            # Stepped with other streams (this video's objects, other videos' in lockstep): wait
+            # for one attention call over all of them.
             req.stats = frame_stats(ctx.inference_state, ctx.frame_idx) if ctx and self.collect_stats else None
-            pix = batcher.submit(req)
+            pix = batcher.submit([req])[0]
         else:
             with self._timed("memory_attention"):
                 pix = condition(self, req)
