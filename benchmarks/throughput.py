@@ -16,8 +16,9 @@ the same videos, same weights, same device, one process:
   on one predictor (:func:`fastsam2.tracking.lockstep.run_lockstep`: one image-encoder
   call on one frame of each live video per step on GPU, one call per frame on CPU where
   batching the encoder was measured slower, ``settings.encoder_batched_across_videos``;
-  one memory-attention call over the streams of a step; a video that ends is replaced
-  by the next).
+  one memory-attention call over the (video, object) streams of a step on GPU, one per
+  stream on CPU, ``settings.attention_batched_across_streams``; a video that ends is
+  replaced by the next).
 - ``ours_keep_0.3_compile``: ``ours_keep_0.3`` plus ``--compile``, and
   ``ours_keep_0.3_videos_per_actor_compile``: the lockstep mode plus ``--compile``;
   both run on CUDA (on CPU only with ``--compile-on-cpu``: compiling hiera on CPU
@@ -64,7 +65,7 @@ from fastsam2.models.factory import load_sam2
 from fastsam2.models.weights import resolve_device
 from fastsam2.synthetic import first_frame_prompts, make_video, write_frames
 from fastsam2.tracking.memory_bank import process_memory_bytes
-from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, encoder_batches_on
+from fastsam2.tracking.pruned_predictor import PREDICTOR_TARGET, attention_batches_on, encoder_batches_on
 from fastsam2.tracking.lockstep import run_lockstep
 from fastsam2.tracking.runtime import autocast_context, resolve_precision
 from fastsam2.tracking.streaming import StreamingTracker
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "videos_per_actor": args.videos_per_actor,
             # lockstep modes: one encoder call over the live videos' frames (GPU), or one per frame (CPU)
             "encoder_batched_across_videos": encoder_batches_on(device),
+            "attention_batched_across_streams": attention_batches_on(device),
             "source_resolution": [HEIGHT, WIDTH], "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "peak_memory": "CUDA max_memory_allocated" if device.type == "cuda" else "largest process RSS sampled per frame",

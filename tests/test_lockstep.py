@@ -71,7 +71,7 @@ def _one_by_one(predictor, videos=VIDEOS):
     """The reference: each video alone, each of its objects after the other (as sam2 tracks them)."""
     tracker = StreamingTracker(predictor)
     out = {}
-    predictor.object_batching = False
+    predictor.attention_batching = False
     try:
         for spec in videos:
             steps = _track(tracker, spec)
@@ -83,7 +83,7 @@ def _one_by_one(predictor, videos=VIDEOS):
             except DecodeError as exc:
                 out[spec[0]] = exc
     finally:
-        predictor.object_batching = True
+        predictor.attention_batching = None
     return out
 
 
@@ -125,11 +125,21 @@ def _lockstep(predictor, per_step: int):
     return dict(run_lockstep(StreamingTracker(predictor), jobs, videos_per_step=per_step))
 
 
-@pytest.mark.parametrize("keep, encoder_batching", [(0.3, True), (1.0, True), (0.3, None)],
-                         ids=["keep0.3-encoder-batched", "keep1.0-encoder-batched", "keep0.3-cpu-rule"])
-def test_lockstep_equals_one_by_one(predictor, keep, encoder_batching):
-    """``encoder_batching=True`` runs the GPU's path (one encoder call over the live videos'
-    frames) on CPU; None follows the device rule, which on CPU encodes each frame alone."""
+@pytest.fixture
+def batched_streams(predictor):
+    """The GPU's path on CPU: streams share one memory-attention call (on CPU the device rule,
+    :func:`attention_batches_on`, runs one call per stream)."""
+    predictor.attention_batching = True
+    yield predictor
+    predictor.attention_batching = None
+
+
+@pytest.mark.parametrize("keep, batching", [(0.3, True), (1.0, True), (0.3, None)],
+                         ids=["keep0.3-batched", "keep1.0-batched", "keep0.3-cpu-rule"])
+def test_lockstep_equals_one_by_one(predictor, keep, batching):
+    """``batching=True`` runs the GPU's path on CPU (one encoder call over the live videos'
+    frames, one memory-attention call over their streams); None follows the device rules,
+    which on CPU encode each frame alone and run each stream's attention alone."""
     predictor.configure_pruning(keep_ratio=keep)
     reference = _one_by_one(predictor)
 
@@ -141,20 +151,22 @@ def test_lockstep_equals_one_by_one(predictor, keep, encoder_batching):
         return forward_image(img_batch)
 
     predictor.forward_image = counting
-    predictor.encoder_batching = encoder_batching
+    predictor.encoder_batching = predictor.attention_batching = batching
     try:
         with _CountStreams() as attention_streams:
             batched = _lockstep(predictor, per_step=3)
     finally:
         del predictor.forward_image
-        predictor.encoder_batching = None
-    if keep < 1.0:
+        predictor.encoder_batching = predictor.attention_batching = None
+    if batching is None:  # on CPU every stream alone (attention_batches_on)
+        assert attention_streams == []
+    elif keep < 1.0:
         # one attention call over every (video, object) stream of a step: a, b's two objects and
         # bad on frame 1 (later rounds group by memory length while the banks fill)
         assert attention_streams[0] == 4, attention_streams
     else:  # dense streams run sam2's own attention, one per stream (bit-identical to stock)
         assert attention_streams == []
-    if encoder_batching:
+    if batching:
         # a, b, bad start (their prompt frames: 1 each); frame 1 of all three in one call; b ends
         # and c takes its slot (prompt frame: 1); frame 2 of a and frame 1 of c (bad's frame 2
         # fails to decode: it ends alone); frame 3 of a with frame 2 of c.
@@ -173,13 +185,14 @@ def _object_threads() -> list[threading.Thread]:
 
 
 @pytest.mark.parametrize("keep", [0.3, 0.1])
-def test_objects_of_one_video_meet_in_one_attention_call_per_frame(predictor, keep):
+def test_objects_of_one_video_meet_in_one_attention_call_per_frame(predictor, batched_streams, keep):
     """Pruned, a video's objects step together on each frame: one memory-attention call over
     all of them (not one per object), with results equal to one object after another, and the
     object step threads gone when the video ends."""
     predictor.configure_pruning(keep_ratio=keep)
     spec = ("trio", 5, 3, None)
     reference = _one_by_one(predictor, [spec])["trio"]
+    predictor.attention_batching = True
     with _CountStreams() as attention_streams:
         steps = _track(StreamingTracker(predictor), spec)
         try:
@@ -238,7 +251,7 @@ def _timed(tracker: StreamingTracker, spec, times: list[float]):
     return len(times)
 
 
-def test_lockstep_frame_times_are_not_counted_twice(predictor):
+def test_lockstep_frame_times_are_not_counted_twice(predictor, batched_streams):
     """Each video's ``ms_total`` holds its own work and its share of the batched calls, not the
     time it waited while the other videos stepped: summed over every frame of every video they
     stay within the wall time of the whole lockstep run (counted once per video they would be
@@ -259,7 +272,7 @@ def _step_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("lockstep-step")]
 
 
-def test_lockstep_steps_run_on_long_lived_threads(predictor):
+def test_lockstep_steps_run_on_long_lived_threads(predictor, batched_streams):
     """Round after round, the steps go to the run's few step threads, not to a fresh thread
     per video per step (each new thread starts a new OpenMP team and malloc arena: slower on
     CPU), and those threads stop when the run ends."""
@@ -280,7 +293,7 @@ def test_lockstep_steps_run_on_long_lived_threads(predictor):
     assert not any(t.is_alive() for t in workers) and not _step_threads()
 
 
-def test_closing_lockstep_early_closes_its_live_videos(predictor):
+def test_closing_lockstep_early_closes_its_live_videos(predictor, batched_streams):
     """A lockstep run abandoned mid-way (the actor is told to stop) closes every live video's
     tracking generator, so their decode threads and states go at once, not at garbage collection
     (the test holds a reference to each generator to tell the two apart)."""

@@ -17,10 +17,13 @@ each per step:
    already cached, except that pruned memory attention waits: the steps run one
    at a time on threads of their own and meet there
    (:mod:`fastsam2.tracking.rendezvous`), and one call runs memory attention for
-   every (video, object) stream of the step that has the same shapes (all pruned streams share ``k``; streams whose memory lengths differ,
-   while a young video's bank fills up, are grouped by length, never padded).
-   Dense streams (keep 1.0) run sam2's own attention, one per stream, so they stay
-   bit-identical to stock.
+   every (video, object) stream of the step that has the same shapes (all pruned
+   streams share ``k``; streams whose memory lengths differ, while a young video's
+   bank fills up, are grouped by length, never padded). That too is on a GPU; on
+   CPU, where one call per stream measured faster
+   (:func:`~fastsam2.tracking.pruned_predictor.attention_batches_on`), the steps
+   simply run one after another. Dense streams (keep 1.0) run sam2's own attention,
+   one per stream, so they stay bit-identical to stock.
 
 A video is a *coroutine*: a generator (e.g. :func:`fastsam2.labeling.label_video_steps`)
 that tracks through the :class:`~fastsam2.tracking.streaming.StreamingTracker` it is
@@ -184,9 +187,11 @@ def _step_all(rendezvous: Rendezvous, live: list[_Live]) -> list[tuple[Any, Any]
     or has ended, the waiting requests run as one batched call
     (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.condition_streams`),
     and the waiting steps resume one at a time, in order, until each waits again or ends.
-    Without a predictor that batches, or with one video, the steps simply run in order.
+    Without a predictor that batches streams (stock sam2; ours on CPU, where batching was
+    measured slower: :func:`~fastsam2.tracking.pruned_predictor.attention_batches_on`), or
+    with one video, the steps simply run in order on this thread.
     """
-    if len(live) < 2 or not hasattr(rendezvous.predictor, "condition_streams"):
+    if len(live) < 2 or not getattr(rendezvous.predictor, "batches_attention", False):
         return [_step(video) for video in live]
     outcomes = rendezvous.run_all([lambda v=video: _step(v) for video in live],
                                   trackers=[video.tracker for video in live])

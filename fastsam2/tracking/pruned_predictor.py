@@ -86,9 +86,24 @@ def encoder_batches_on(device: torch.device) -> bool:
     fp32, 2-core Xeon, torch 2.14) ran one batch-2 ``forward_image`` 4-6% slower than two
     batch-1 calls at both 512 px (0.83 s vs 0.79 s median of 12) and 1024 px (3.99 s vs
     3.77 s median of 5), which made several videos per actor slower than one at a time.
-    So on CPU the lockstep engine encodes each video's frame in a call of its own (memory
-    attention is still batched across streams there: that measured 9-12% faster than one
-    call per stream on the same machine).
+    So on CPU the lockstep engine encodes each video's frame in a call of its own.
+    """
+    return torch.device(device).type != "cpu"
+
+
+def attention_batches_on(device: torch.device) -> bool:
+    """Whether streams (a video's objects, lockstep videos) share one pruned memory-attention
+    call on ``device`` (the one rule; :attr:`PrunedSAM2VideoPredictor.batches_attention`
+    applies it).
+
+    On a GPU each stream alone is a small kernel launch sequence (k of about 1,200 queries
+    at 1024 px, keep 0.3), and one call over every stream is what fills the chip. On CPU
+    one stream already keeps the cores busy: with five objects at 1024 px (SAM2.1 hiera-t,
+    random weights, fp32, 2-core Xeon, torch 2.14) the batched call's attention kernels were
+    ~15% faster but its projections, MLP and activations, whose working set of five streams
+    falls out of cache, ~20% slower, 2-7% slower in all (1379-1451 vs 1332-1352 ms per frame
+    over four runs); at 512 px the two were even (198-206 ms). So on CPU each stream runs
+    its own call, one after another, as sam2 runs them.
     """
     return torch.device(device).type != "cpu"
 
@@ -202,9 +217,10 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         self.precision: str = "fp32"  # configure_runtime
         self.profile: bool = False
         self._timer: ComponentTimer | None = None
-        #: Step the objects of a video together on each frame, one memory-attention call for all
-        #: (pruned runs; False: one object after another, as sam2 does).
-        self.object_batching: bool = True
+        #: Streams (a video's objects, lockstep videos) in one pruned memory-attention call: None
+        #: follows the device (:func:`attention_batches_on`); True/False force it (tests run the
+        #: GPU's batched path on CPU with True).
+        self.attention_batching: bool | None = None
         #: Batch the image encoder across videos: None follows the device (:func:`encoder_batches_on`);
         #: True/False force it (tests run the GPU's batched path on CPU with True).
         self.encoder_batching: bool | None = None
@@ -496,12 +512,20 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         return self._run_object(inference_state, output_dict, obj_idx, frame_idx, batch_size, is_init_cond_frame,
                                 point_inputs, mask_inputs, reverse, run_mem_encoder, prev_sam_mask_logits)
 
+    @property
+    def batches_attention(self) -> bool:
+        """Whether pruned streams share one memory-attention call: where it pays (on a GPU, not
+        on CPU: :func:`attention_batches_on`, unless :attr:`attention_batching` forces it)."""
+        batching = self.attention_batching
+        return attention_batches_on(self.device) if batching is None else batching
+
     def _steps_objects_together(self) -> bool:
         """Whether a pruned propagation steps a video's objects together (one memory-attention
-        call per frame for all of them): never with sampled MC-dropout uncertainty, whose
-        random stream would then be drawn in another order than one object after another."""
+        call per frame for all of them): where streams batch, and never with sampled MC-dropout
+        uncertainty, whose random stream would then be drawn in another order than one object
+        after another."""
         router = self.router if self.pruning_active else None
-        return self.object_batching and router is not None and router.config.uncertainty != "mc"
+        return self.batches_attention and router is not None and router.config.uncertainty != "mc"
 
     def _object_step(self, inference_state, frame_idx: int, reverse: bool, obj_idx: int):
         """One object's tracking step on ``frame_idx`` as sam2's propagation runs it, on a
