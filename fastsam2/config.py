@@ -188,8 +188,8 @@ class JobConfig(BaseModel):
     # Every stage's entry, filled from its declaration (fastsam2.stage_specs) where not given.
     resources: dict[str, StageResources] = Field(default_factory=default_stage_resources)
     max_frames: int | None = None
-    # Videos each tracking actor advances in lockstep (batched memory attention per step, and
-    # on a GPU one batched image-encoder call; fastsam2.tracking.lockstep). The track stage's batch size is raised to it.
+    # Videos each tracking actor advances in lockstep (on a GPU one batched image-encoder call and
+    # one batched memory-attention call per step; fastsam2.tracking.lockstep). The track stage's batch size is raised to it.
     videos_per_actor: int = Field(1, ge=1)
     # Add to an output root whose recorded settings differ (see fastsam2.run_settings).
     allow_mixed_settings: bool = False

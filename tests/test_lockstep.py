@@ -71,7 +71,7 @@ def _one_by_one(predictor, videos=VIDEOS):
     """The reference: each video alone, each of its objects after the other (as sam2 tracks them)."""
     tracker = StreamingTracker(predictor)
     out = {}
-    predictor.attention_batching = False
+    before, predictor.attention_batching = predictor.attention_batching, False
     try:
         for spec in videos:
             steps = _track(tracker, spec)
@@ -83,7 +83,7 @@ def _one_by_one(predictor, videos=VIDEOS):
             except DecodeError as exc:
                 out[spec[0]] = exc
     finally:
-        predictor.attention_batching = None
+        predictor.attention_batching = before
     return out
 
 
@@ -192,7 +192,6 @@ def test_objects_of_one_video_meet_in_one_attention_call_per_frame(predictor, ba
     predictor.configure_pruning(keep_ratio=keep)
     spec = ("trio", 5, 3, None)
     reference = _one_by_one(predictor, [spec])["trio"]
-    predictor.attention_batching = True
     with _CountStreams() as attention_streams:
         steps = _track(StreamingTracker(predictor), spec)
         try:
@@ -319,3 +318,41 @@ def test_closing_lockstep_early_closes_its_live_videos(predictor, batched_stream
     run.close()
     assert closed == ["c", "a"]
     assert not _step_threads(), "closing the run stops its step threads"
+
+
+def test_objects_stepped_together_run_under_the_callers_torch_modes(predictor, batched_streams):
+    """Autocast and inference mode are per thread in torch: a frame's objects, stepped on the
+    video's object threads, must run under the modes of the thread that propagates (here a
+    user's own ``torch.autocast``, as sam2's README wraps propagation), not under none."""
+    predictor.configure_pruning(keep_ratio=0.3)
+    frames, n, prompts = _video("trio", 3, 3, None)
+    seen: list[tuple[str, bool, bool, torch.dtype]] = []
+    run_object = predictor._run_object
+
+    def recording(*args, **kwargs):
+        seen.append((threading.current_thread().name, torch.is_inference_mode_enabled(),
+                     torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return run_object(*args, **kwargs)
+
+    predictor._run_object = recording
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for _ in StreamingTracker(predictor).track(frames(), n, H, W, prompts):
+                pass
+    finally:
+        del predictor._run_object
+    on_threads = [s for s in seen if s[0].startswith("object-step")]
+    assert len(on_threads) == 3 * 2, seen  # frames 1 and 2, three objects each
+    assert all(s[1:] == (True, True, torch.bfloat16) for s in on_threads), on_threads
+
+
+def test_closing_a_video_mid_way_stops_its_object_threads(predictor, batched_streams):
+    """A multi-object video abandoned after two frames (its generator closed, as an actor told
+    to stop does) leaves no object step thread behind."""
+    predictor.configure_pruning(keep_ratio=0.3)
+    frames, n, prompts = _video("trio", 5, 3, None)
+    run = StreamingTracker(predictor).track(frames(), n, H, W, prompts)
+    next(run), next(run)
+    assert _object_threads(), "frame 1's three objects stepped on object threads"
+    run.close()
+    assert not _object_threads()

@@ -108,3 +108,5 @@ def test_the_trunk_interpolates_its_position_embedding_once_per_weights():
         ours.load_state_dict(stock.state_dict())
         assert torch.equal(ours._get_pos_embed((64, 64)), stock._get_pos_embed((64, 64)))
         assert torch.equal(ours._get_pos_embed((32, 32)), stock._get_pos_embed((32, 32)))  # another grid
+        ours.double(), stock.double()  # a move drops the cache: values in the new dtype
+        assert torch.equal(ours._get_pos_embed((32, 32)), stock._get_pos_embed((32, 32)))

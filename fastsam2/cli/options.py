@@ -79,7 +79,7 @@ def job_options(fn):
         storage_options_option,
         click.option("--track-gpus", type=float, help="GPUs per SAM2 actor (fractional allowed)."),
         click.option("--track-actors", type=int, help="Maximum number of SAM2 actors."),
-        click.option("--videos-per-actor", type=int, help="Videos each SAM2 actor tracks in lockstep: one batched memory-attention call per step, and on a GPU one batched image-encoder call (e.g. 4 on a GPU; raises the track batch size to match)."),
+        click.option("--videos-per-actor", type=int, help="Videos each SAM2 actor tracks in lockstep: on a GPU one batched image-encoder call and one batched memory-attention call per step (e.g. 4 on a GPU; raises the track batch size to match)."),
         click.option("--resource", "resource_overrides", multiple=True, metavar="STAGE.FIELD=VALUE",
                      help="Per-stage resources, repeatable: e.g. propose.num_gpus=0.25, track.max_actors=8, "
                           f"caption.batch_size=16 (stages: {', '.join(s.name for s in STAGES)})."),

@@ -187,11 +187,12 @@ def _step_all(rendezvous: Rendezvous, live: list[_Live]) -> list[tuple[Any, Any]
     or has ended, the waiting requests run as one batched call
     (:meth:`~fastsam2.tracking.pruned_predictor.PrunedSAM2VideoPredictor.condition_streams`),
     and the waiting steps resume one at a time, in order, until each waits again or ends.
-    Without a predictor that batches streams (stock sam2; ours on CPU, where batching was
-    measured slower: :func:`~fastsam2.tracking.pruned_predictor.attention_batches_on`), or
-    with one video, the steps simply run in order on this thread.
+    Without a predictor that batches pruned streams (stock sam2; ours dense, or on CPU, where
+    batching was measured slower: :func:`~fastsam2.tracking.pruned_predictor.attention_batches_on`),
+    or with one video, the steps simply run in order on this thread.
     """
-    if len(live) < 2 or not getattr(rendezvous.predictor, "batches_attention", False):
+    predictor = rendezvous.predictor
+    if len(live) < 2 or not (getattr(predictor, "batches_attention", False) and predictor.pruning_active):
         return [_step(video) for video in live]
     outcomes = rendezvous.run_all([lambda v=video: _step(v) for video in live],
                                   trackers=[video.tracker for video in live])

@@ -63,13 +63,20 @@ def broadcast_image_positions(model: torch.nn.Module) -> None:
 class PositionCachedHiera(Hiera):
     """sam2's Hiera trunk whose interpolated position embedding is computed once, not per frame.
 
-    The cache key holds everything the value depends on: the grid, the device, the autocast
-    state, and the two embedding parameters' storage and version counters (loading weights
-    into them, as ``load_state_dict`` does, bumps the version, so new weights are never
-    served stale values). While autograd records (training the embedding) nothing is cached.
+    The cache key holds everything the value depends on: the grid, the device, dtype and
+    autocast state, and the two embedding parameters' storage and version counters (loading
+    weights into them, as ``load_state_dict`` does, bumps the version, so new weights are
+    never served stale values). Moving the module (``.to()``, ``.cuda()``, ``.half()``)
+    drops the cache, so a new storage that happens to reuse an old address with a fresh
+    version counter cannot match it. While autograd records (training the embedding)
+    nothing is cached.
     """
 
     _pos_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _apply(self, fn, recurse: bool = True):
+        self._pos_cache = None
+        return super()._apply(fn, recurse)
 
     def _get_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
         pe, window = self.pos_embed, self.pos_embed_window
@@ -77,7 +84,7 @@ class PositionCachedHiera(Hiera):
             return super()._get_pos_embed(hw)
         device = pe.device.type
         autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
-        key = (tuple(hw), pe.device, autocast, pe.data_ptr(), pe._version, window.data_ptr(), window._version)
+        key = (tuple(hw), pe.device, pe.dtype, autocast, pe.data_ptr(), pe._version, window.data_ptr(), window._version)
         if self._pos_cache is None or self._pos_cache[0] != key:
             self._pos_cache = (key, super()._get_pos_embed(hw))
         return self._pos_cache[1]

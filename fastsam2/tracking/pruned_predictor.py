@@ -118,9 +118,9 @@ def _batch_rows(backbone_out: dict[str, Any], i: int) -> dict[str, Any]:
 
 
 class _PerThread:
-    """An attribute with one value per thread: the lockstep engine steps videos on worker
-    threads (one at a time, switching where they wait for the batched attention), and
-    each keeps its own call-in-progress state."""
+    """An attribute with one value per thread: a video's objects and lockstep videos step on
+    worker threads (:mod:`fastsam2.tracking.rendezvous`: one at a time, switching where they
+    wait for the batched attention), and each keeps its own call-in-progress state."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -152,9 +152,13 @@ class _Propagation:
     together on the first object's call (sam2's loop asks object by object; the others'
     results wait here for their turn). The objects' steps are independent (each reads its
     own memory and the frame's shared features), so stepping them together changes no
-    result: it lets their memory attention run as one call (:mod:`fastsam2.tracking.rendezvous`)."""
+    result: it lets their memory attention run as one call (:mod:`fastsam2.tracking.rendezvous`).
 
-    def __init__(self) -> None:
+    ``num_objects`` is sam2's ``batch_size`` for the run (fixed when it starts): an object
+    added while the run is suspended is not one its loop asks for, so it is not stepped."""
+
+    def __init__(self, num_objects: int) -> None:
+        self.num_objects = num_objects
         self.rendezvous: rendezvous.Rendezvous | None = None
         self.frame: tuple[int, bool] | None = None
         self.results: dict[int, tuple[Any, BaseException | None]] = {}
@@ -164,15 +168,16 @@ class _Propagation:
         if self.frame != (frame_idx, reverse) or obj_idx not in self.results:
             # The objects this frame tracks, as sam2's loop picks them (prompted frames are not tracked).
             due = [i for i, out in sorted(inference_state["output_dict_per_obj"].items())
-                   if frame_idx not in out["cond_frame_outputs"] and i >= obj_idx]
+                   if obj_idx <= i < self.num_objects and frame_idx not in out["cond_frame_outputs"]]
+            modes = _ThreadModes.of(predictor.device)
             if len(due) < 2:
                 self.frame, self.results = None, {}
-                return predictor._object_step(inference_state, frame_idx, reverse, obj_idx)
+                return predictor._object_step(inference_state, frame_idx, reverse, obj_idx, modes)
             predictor._get_image_feature(inference_state, frame_idx, 1)  # encoded once, on this thread
             if self.rendezvous is None:
                 self.rendezvous = rendezvous.Rendezvous(predictor, "object-step")
             outcomes = self.rendezvous.run_all(
-                [lambda i=i: predictor._object_step(inference_state, frame_idx, reverse, i) for i in due]
+                [lambda i=i: predictor._object_step(inference_state, frame_idx, reverse, i, modes) for i in due]
             )
             self.frame, self.results = (frame_idx, reverse), dict(zip(due, outcomes, strict=True))
         value, raised = self.results.pop(obj_idx)
@@ -187,13 +192,39 @@ class _Propagation:
             self.rendezvous = None
 
 
+@dataclass(frozen=True)
+class _ThreadModes:
+    """The calling thread's torch modes (all per thread in torch), to run a step on another
+    thread exactly as it would have run here: under the caller's own autocast too (a user
+    may wrap propagation in ``torch.autocast`` as sam2's README does), not only ours."""
+
+    device_type: str
+    inference: bool
+    grad: bool
+    autocast: bool
+    autocast_dtype: torch.dtype
+
+    @classmethod
+    def of(cls, device: torch.device) -> _ThreadModes:
+        kind = torch.device(device).type
+        return cls(kind, torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
+                   torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad), \
+                torch.autocast(self.device_type, dtype=self.autocast_dtype, enabled=self.autocast):
+            yield
+
+
 class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     """``SAM2VideoPredictor`` whose memory attention runs on router-selected tokens.
 
     Configure after building with :meth:`configure_pruning`; set a video's text
     with :meth:`set_video_text`. Several videos share one instance only through
-    :mod:`fastsam2.tracking.lockstep`, which runs one thread at a time; it is not
-    safe for concurrent use.
+    :mod:`fastsam2.tracking.lockstep`, and a video's objects step on threads of their
+    own only through :mod:`fastsam2.tracking.rendezvous`; both run one thread at a
+    time. It is not safe for concurrent use.
     """
 
     _ctx = _PerThread()  # the frame inference in progress
@@ -474,11 +505,12 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     @torch.inference_mode()
     def propagate_in_video(self, inference_state, *args: Any, **kwargs: Any):
         """Stock propagation, each step under the run's precision (autocast is entered and
-        left around every step, never held across a ``yield``); the frame's component
-        times are read once per frame; the sparse encoder's activation cache is dropped
-        when it ends."""
+        left around every step, never held across a ``yield``); where streams batch
+        (:attr:`batches_attention`) a frame's objects step together (:class:`_Propagation`);
+        the frame's component times are read once per frame; the sparse encoder's
+        activation cache is dropped when it ends."""
         steps = super().propagate_in_video(inference_state, *args, **kwargs)
-        propagation = _Propagation()
+        propagation = _Propagation(self._get_obj_num(inference_state))
         try:
             while True:
                 outer, self._propagation = self._propagation, propagation
@@ -527,11 +559,11 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         router = self.router if self.pruning_active else None
         return self.batches_attention and router is not None and router.config.uncertainty != "mc"
 
-    def _object_step(self, inference_state, frame_idx: int, reverse: bool, obj_idx: int):
-        """One object's tracking step on ``frame_idx`` as sam2's propagation runs it, on a
-        thread of the video's object rendezvous (entering this run's modes: they are per thread)."""
+    def _object_step(self, inference_state, frame_idx: int, reverse: bool, obj_idx: int, modes: _ThreadModes):
+        """One object's tracking step on ``frame_idx`` as sam2's propagation runs it, maybe on a
+        thread of the video's object rendezvous, under the propagating thread's ``modes``."""
         output_dict = inference_state["output_dict_per_obj"][obj_idx]
-        with torch.inference_mode(), self._autocast():
+        with modes.entered():
             return self._run_object(inference_state, output_dict, obj_idx, frame_idx, 1, False, None, None,
                                     reverse, True, None)
 

@@ -110,16 +110,20 @@ class Rendezvous:
         workers = [_Worker(self, fn, trackers[i] if trackers else None) for i, fn in enumerate(steps)]
         while len(self.threads) < len(workers):
             self.threads.append(_StepThread(self, f"{self.name}-{len(self.threads)}"))
-        for thread, worker in zip(self.threads, workers):
-            thread.jobs.put(worker)
-            self._wait(worker)
-        while parked := [w for w in workers if w.status == "parked"]:
-            self._condition(parked)
-            for worker in parked:
-                with self.cv:
-                    worker.status = "running"
-                    self.cv.notify_all()
+        try:
+            for thread, worker in zip(self.threads, workers):
+                thread.jobs.put(worker)
                 self._wait(worker)
+            while parked := [w for w in workers if w.status == "parked"]:
+                self._condition(parked)
+                for worker in parked:
+                    with self.cv:
+                        worker.status = "running"
+                        self.cv.notify_all()
+                    self._wait(worker)
+        except BaseException:  # e.g. KeyboardInterrupt while gathering: let the parked steps end
+            self._abandon(workers)
+            raise
         return [(w.value, w.raised) for w in workers]
 
     def submit(self, requests: list[Any]) -> list[Any]:
@@ -160,6 +164,16 @@ class Rendezvous:
                 worker.status = "done"
                 self.cv.notify_all()
 
+    def _abandon(self, workers: list[_Worker]) -> None:
+        """Wake every parked worker with an error, so its step ends instead of waiting for good
+        (and :meth:`close` does not wait out its join timeout per thread)."""
+        with self.cv:
+            for worker in workers:
+                if worker.status == "parked":
+                    worker.error = RuntimeError("the batched memory-attention round was abandoned")
+                    worker.status = "running"
+            self.cv.notify_all()
+
     def _wait(self, worker: _Worker) -> None:
         """Until ``worker`` waits for attention or its step has ended (one thread runs at a time)."""
         with self.cv:
@@ -169,7 +183,7 @@ class Rendezvous:
         """One attention call over ``requests``: posted to the rendezvous the gathering thread
         is itself a worker of (its streams then meet the other videos' there), else run."""
         outer = current()
-        if outer is not None and outer is not self:
+        if outer is not None and outer is not self and outer.predictor is self.predictor:
             return outer.submit(requests)
         return self.predictor.condition_streams(requests)
 
@@ -191,9 +205,10 @@ class Rendezvous:
                     worker.error = own
                 worker.share_ms = (time.perf_counter() - t0) * 1000.0
             return
-        share = (time.perf_counter() - t0) * 1000.0 / len(parked)
+        per_stream = (time.perf_counter() - t0) * 1000.0 / len(flat)
         start = 0
         for worker in parked:
             worker.results = results[start:start + len(worker.requests)]
             start += len(worker.requests)
-            worker.share_ms = share
+            worker.share_ms = per_stream * len(worker.requests)  # a video's share: its streams'
+
