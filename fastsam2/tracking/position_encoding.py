@@ -20,7 +20,7 @@ The trunk has the same habit: Hiera's ``_get_pos_embed`` interpolates its learne
 embedding bicubically to the patch grid and adds the tiled window embedding on every
 call, a function of the weights and the grid alone (at 1024 px 256x256x96 values, about
 45 ms per frame on a 2-core CPU). :class:`PositionCachedHiera` computes it once per
-(grid, device, autocast state) and weights version, and hands out that tensor.
+grid, device, dtype, autocast state and weights version, and hands out that tensor.
 """
 
 from __future__ import annotations
